@@ -1,0 +1,111 @@
+/* mod_ping — XEP-0199 both ways: answer pings to the server, and ping
+ * sessions that have been quiet for `interval` seconds; a session that stays
+ * silent for `timeout` more seconds is closed (dead-peer detection, about 30 s
+ * by default). One timer for the host walks the sessions from the longest
+ * idle; none is kept per session. */
+#include "config.h"
+#include "petrel.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define NS_PING "urn:xmpp:ping"
+
+struct ping_conf {
+    long long interval;                 /* seconds of silence before a ping */
+    long long timeout;                  /* seconds to answer it */
+};
+
+struct ping_state {
+    uint64_t sent_ms;                   /* when our last ping went out, 0 if never */
+};
+
+static enum pt_verdict
+ping_get(struct pt_mod *m, struct pt_session *s, struct pt_stanza *iq)
+{
+    (void)s;
+    pt_reply_result(m, iq, NULL);
+    return PT_HANDLED;
+}
+
+/* A reply to our ping (result, or an error such as service-unavailable: the
+ * client is alive either way). Activity already reset the idle clock. */
+static enum pt_verdict
+ping_reply(struct pt_mod *m, struct pt_session *s, struct pt_stanza *iq)
+{
+    (void)s;
+    (void)m;
+    const char *id = pt_stanza_id(iq);
+    if (id == NULL || strncmp(id, "petrel-ping-", 12) != 0)
+        return PT_PASS;
+    return PT_HANDLED;
+}
+
+static int
+ping_check(struct pt_mod *m, struct pt_session *s, void *arg)
+{
+    const struct ping_conf *c = pt_conf(m);
+    uint64_t now = *(uint64_t *)arg;
+    struct ping_state *ps = pt_session_data(m, s, sizeof *ps);
+    if (ps == NULL)
+        return 0;
+    uint64_t idle = pt_session_idle_ms(s);
+    if (ps->sent_ms && idle >= (uint64_t)(now - ps->sent_ms)) {
+        /* nothing received since our ping */
+        if (now - ps->sent_ms >= (uint64_t)c->timeout * 1000) {
+            pt_log(m, PT_LOG_INFO, "%s did not answer a ping in %llds: closing",
+                   pt_session_jid(s)->full, c->timeout);
+            pt_session_close(s, "connection-timeout");
+        }
+        return 0;
+    }
+    char id[48];
+    snprintf(id, sizeof id, "petrel-ping-%llu", (unsigned long long)now);
+    struct pt_stanza *iq = pt_stanza_new("iq", "get", id, pt_host(m), pt_session_jid(s)->full);
+    if (iq == NULL)
+        return 1;
+    struct xml_node *p = xml_add(pt_stanza_xml(iq), NS_PING, "ping");
+    if (p && pt_session_send(s, iq) == 0) {
+        ps->sent_ms = now;
+        pt_log(m, PT_LOG_DEBUG, "pinging %s, quiet for %llus", pt_session_jid(s)->full,
+               (unsigned long long)(idle / 1000));
+    }
+    pt_stanza_unref(&iq);
+    return 0;
+}
+
+static void
+ping_tick(struct pt_mod *m, void *arg)
+{
+    (void)arg;
+    const struct ping_conf *c = pt_conf(m);
+    uint64_t now = pt_now_ms();
+    pt_sessions_idle(m, (uint64_t)c->interval * 1000, ping_check, &now);
+}
+
+static int
+ping_init(struct pt_mod *m)
+{
+    const struct ping_conf *c = pt_conf(m);
+    int rc = pt_hook_iq(m, "get", NS_PING, "ping", ping_get, PT_PRIO_DEFAULT);
+    if (rc == 0)
+        rc = pt_hook(m, "iq-result/host", ping_reply, PT_PRIO_DEFAULT);
+    if (rc == 0)
+        rc = pt_hook(m, "iq-error/host", ping_reply, PT_PRIO_DEFAULT);
+    /* check several times per timeout so a dead session goes within about interval + timeout */
+    unsigned tick = (unsigned)(c->timeout < c->interval ? c->timeout : c->interval) * 1000 / 4;
+    if (rc == 0)
+        rc = pt_timer(m, tick < 250 ? 250 : tick, ping_tick, NULL);
+    return rc;
+}
+
+static const struct pt_option ping_options[] = {
+    { "interval", PT_OPT_PERIOD, "20", 1, 3600, offsetof(struct ping_conf, interval) },
+    { "timeout", PT_OPT_PERIOD, "10", 1, 3600, offsetof(struct ping_conf, timeout) },
+    { NULL, 0, NULL, 0, 0, 0 },
+};
+static const char *const ping_features[] = { NS_PING, NULL };
+
+const struct pt_module mod_ping = {
+    PT_MODULE_API, "ping", sizeof(struct ping_conf), ping_options, ping_features, ping_init, NULL,
+};

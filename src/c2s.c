@@ -1,0 +1,1016 @@
+/* c2s.c — client streams: negotiation (STARTTLS, SASL, bind), then stanzas to
+ * the router. The stream parser (xml.c) turns bytes into elements; this file
+ * never parses XML itself. */
+#include "config.h"
+#include "c2s.h"
+#include "base64.h"
+#include "log.h"
+#include "module.h"
+#include "router.h"
+#include "sasl.h"
+#include "server.h"
+#include "session.h"
+#include "stanza.h"
+#include "tls.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <netinet/in.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define NS_TLS      "urn:ietf:params:xml:ns:xmpp-tls"
+#define NS_SASL     "urn:ietf:params:xml:ns:xmpp-sasl"
+#define NS_BIND     "urn:ietf:params:xml:ns:xmpp-bind"
+#define NS_SESSION  "urn:ietf:params:xml:ns:xmpp-session"
+#define NS_STREAMS_ERR "urn:ietf:params:xml:ns:xmpp-streams"
+
+#define MAX_OUTPUT      (16u << 20)     /* a peer that does not read: closed past this */
+#define MAX_SASL_TRIES  5
+#define MAX_QUEUED      8
+#define MAX_RESOURCES   64
+
+struct c2s {
+    struct pt_session s;                /* first: a c2s is a session */
+    struct listener *lst;
+    evutil_socket_t fd;
+    struct bufferevent *bev;
+    struct xml_stream *xs;
+    struct sasl_session *sasl;
+    uint8_t *cbdata;                    /* channel-binding data the SASL session points to */
+    char *authcid;                      /* authenticated node, until bound */
+    struct event *delay_ev;             /* throttled SASL step */
+    struct xml_node *queued[MAX_QUEUED];/* elements that arrived while throttled */
+    unsigned nqueued;
+    unsigned sasl_tries;
+    unsigned tls : 1, authed : 1, header_sent : 1, tls_bev : 1, starttls_pending : 1,
+             sasl_need_initial : 1, paused : 1, peer_closed : 1;
+    char stream_id[17];
+};
+
+static const struct session_ops c2s_ops;
+static void c2s_close(struct pt_session *s, const char *condition);
+static void process_element(struct c2s *c, struct xml_node *el);
+
+static struct c2s *C(struct pt_session *s) { return (struct c2s *)s; }
+
+/* ---- output ---------------------------------------------------------------------- */
+
+static int
+c2s_send(struct pt_session *s, const char *data, size_t len)
+{
+    struct c2s *c = C(s);
+    if (c->bev == NULL || s->closing)
+        return -1;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (evbuffer_get_length(out) + len > MAX_OUTPUT) {
+        log_warnx("c2s %s (%s): peer does not read, %zu bytes queued: closing", s->peer,
+                  s->jid.full ? s->jid.full : "-", evbuffer_get_length(out));
+        c2s_close(s, "policy-violation");
+        return -1;
+    }
+    return bufferevent_write(c->bev, data, len) == 0 ? 0 : -1;
+}
+
+static void
+send_str(struct c2s *c, const char *str)
+{
+    c2s_send(&c->s, str, strlen(str));
+}
+
+static void
+send_node(struct c2s *c, const struct xml_node *el)
+{
+    struct strbuf b;
+    strbuf_init(&b);
+    xml_serialize(&b, el, XML_NS_CLIENT);
+    if (!b.failed)
+        c2s_send(&c->s, b.data, b.len);
+    strbuf_free(&b);
+}
+
+static void
+send_header(struct c2s *c, const char *from)
+{
+    if (c->header_sent)
+        return;
+    c->header_sent = 1;
+    unsigned char rnd[8];
+    if (RAND_bytes(rnd, sizeof rnd) != 1)
+        memset(rnd, 0, sizeof rnd);
+    for (int i = 0; i < 8; i++)
+        snprintf(c->stream_id + 2 * i, 3, "%02x", rnd[i]);
+    struct strbuf b;
+    strbuf_init(&b);
+    strbuf_adds(&b, "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+                    "xmlns:stream='http://etherx.jabber.org/streams' id='");
+    strbuf_adds(&b, c->stream_id);
+    if (from) {
+        strbuf_adds(&b, "' from='");
+        strbuf_add_escaped(&b, from, strlen(from), 1);
+    }
+    strbuf_adds(&b, "' version='1.0' xml:lang='en'>");
+    if (!b.failed)
+        c2s_send(&c->s, b.data, b.len);
+    strbuf_free(&b);
+}
+
+/* ---- closing ---------------------------------------------------------------------- */
+
+static void
+c2s_close(struct pt_session *s, const char *condition)
+{
+    struct c2s *c = C(s);
+    if (s->closing)
+        return;
+    if (c->bev && !c->peer_closed) {
+        send_header(c, s->host ? s->host->name : NULL);
+        if (condition) {
+            char buf[256];
+            snprintf(buf, sizeof buf, "<stream:error><%s xmlns='" NS_STREAMS_ERR "'/></stream:error>",
+                     condition);
+            send_str(c, buf);
+        }
+        send_str(c, "</stream:stream>");
+    }
+    log_info("c2s %s (%s): closed%s%s", s->peer, s->jid.full ? s->jid.full : "-",
+             condition ? ": " : "", condition ? condition : "");
+    s->closing = 1;
+    if (c->xs)
+        xml_stream_stop(c->xs);
+    session_unregister(s);
+    if (c->bev == NULL || c->peer_closed ||
+        evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+        session_reap(s);
+        return;
+    }
+    /* flush what is queued, then free; do not wait for ever on a peer that does not read */
+    bufferevent_disable(c->bev, EV_READ);
+    struct timeval tv = { 5, 0 };
+    bufferevent_set_timeouts(c->bev, NULL, &tv);
+}
+
+static void
+c2s_free(struct pt_session *s)
+{
+    struct c2s *c = C(s);
+    for (unsigned i = 0; i < c->nqueued; i++)
+        arena_free(&c->queued[i]->arena);
+    if (c->delay_ev)
+        event_free(c->delay_ev);
+    sasl_free(&c->sasl);
+    free(c->cbdata);
+    free(c->authcid);
+    xml_stream_free(&c->xs);
+    if (c->bev)
+        bufferevent_free(c->bev);       /* a TLS bufferevent closes the socket and frees the SSL */
+    if (!c->tls_bev && c->fd >= 0)
+        evutil_closesocket(c->fd);
+    free(c);
+}
+
+static const struct session_ops c2s_ops = {
+    .send = c2s_send,
+    .close = c2s_close,
+    .free = c2s_free,
+    .kind = "c2s",
+};
+
+/* ---- features --------------------------------------------------------------------- */
+
+#define CB_BUF (32 + EVP_MAX_MD_SIZE + 64)
+
+/* buf: CB_BUF bytes that outlive the SASL session */
+static void
+fill_conn_info(struct c2s *c, struct sasl_conn_info *ci, uint8_t *buf)
+{
+    uint8_t *exp = buf, *ep = buf + 32, *uq = buf + 32 + EVP_MAX_MD_SIZE;
+    size_t eplen = 0, uqlen = 0;
+    memset(ci, 0, sizeof *ci);
+    ci->tls = c->tls;
+    if (!c->tls || c->bev == NULL)
+        return;
+    SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+    if (ssl == NULL)
+        return;
+    if (tls_cb_exporter(ssl, exp) == 0) {
+        ci->cb_exporter = exp;
+        ci->cb_exporter_len = 32;
+    }
+    if (tls_cb_endpoint(ssl, ep, &eplen) == 0) {
+        ci->cb_endpoint = ep;
+        ci->cb_endpoint_len = eplen;
+    }
+    if (tls_cb_unique(ssl, uq, &uqlen) == 0) {
+        ci->cb_unique = uq;
+        ci->cb_unique_len = uqlen;
+    }
+}
+
+static void
+send_features(struct c2s *c)
+{
+    struct server *srv = c->s.srv;
+    struct arena *a = arena_new(1024);
+    if (a == NULL) {
+        c2s_close(&c->s, "internal-server-error");
+        return;
+    }
+    struct xml_node *f = xml_new(a, XML_NS_STREAM, "features");
+    if (!c->tls) {
+        struct xml_node *t = xml_add(f, NS_TLS, "starttls");
+        if (t && srv->conf->require_encryption)
+            xml_add(t, NULL, "required");
+    }
+    if (!c->authed && (c->tls || !srv->conf->require_encryption)) {
+        struct sasl_conn_info ci;
+        uint8_t cbbuf[CB_BUF];
+        fill_conn_info(c, &ci, cbbuf);
+        const char *names[16];
+        size_t n = sasl_mechanisms(&ci, names, 16);
+        struct xml_node *m = xml_add(f, NS_SASL, "mechanisms");
+        for (size_t i = 0; m && i < n; i++) {
+            struct xml_node *me = xml_add(m, NULL, "mechanism");
+            if (me)
+                xml_add_text(me, names[i], strlen(names[i]));
+        }
+        if (ci.cb_exporter || ci.cb_endpoint || ci.cb_unique) {
+            /* XEP-0440: which channel bindings this server supports */
+            struct xml_node *cb = xml_add(f, "urn:xmpp:sasl-cb:0", "sasl-channel-binding");
+            if (cb && ci.cb_exporter)
+                xml_set_attr(xml_add(cb, NULL, "channel-binding"), "type", "tls-exporter");
+            if (cb && ci.cb_endpoint)
+                xml_set_attr(xml_add(cb, NULL, "channel-binding"), "type", "tls-server-end-point");
+            if (cb && ci.cb_unique)
+                xml_set_attr(xml_add(cb, NULL, "channel-binding"), "type", "tls-unique");
+        }
+    }
+    if (c->authed) {
+        xml_add(f, NS_BIND, "bind");
+        struct xml_node *sess = xml_add(f, NS_SESSION, "session");
+        if (sess)
+            xml_add(sess, NULL, "optional");
+        /* modules add theirs (stream management, CSI, ...) */
+        int bad;
+        struct pt_stanza *wrap = stanza_wrap(f, &bad);
+        if (wrap) {
+            hooks_run(c->s.host, "stream-features", &c->s, wrap);
+            wrap->xml = NULL;
+            jid_clear(&wrap->from);
+            jid_clear(&wrap->to);
+            free(wrap);
+        }
+    }
+    send_node(c, f);
+    arena_free(&a);
+}
+
+/* ---- stream callbacks ------------------------------------------------------------- */
+
+static void
+on_open(void *ud, const struct xml_node *hdr)
+{
+    struct c2s *c = ud;
+    struct server *srv = c->s.srv;
+    const char *to = xml_attr(hdr, "to");
+    struct host *h = NULL;
+    if (to) {
+        char name[JID_PART_BUFSZ];
+        if (jid_nameprep(to, name, sizeof name) == 0)
+            h = server_host(srv, name);
+    } else if (c->s.host) {
+        h = c->s.host;
+    } else {
+        h = srv->hosts[0];
+    }
+    c->header_sent = 0;
+    send_header(c, h ? h->name : (c->s.host ? c->s.host->name : NULL));
+    if (strcmp(hdr->name, "stream") != 0) {
+        c2s_close(&c->s, "bad-format");
+        return;
+    }
+    if (strcmp(hdr->ns, XML_NS_STREAM) != 0) {
+        c2s_close(&c->s, "invalid-namespace");
+        return;
+    }
+    if (h == NULL) {
+        log_info("c2s %s: stream to unknown host %s", c->s.peer, to ? to : "(none)");
+        c2s_close(&c->s, "host-unknown");
+        return;
+    }
+    if (c->s.host && c->s.host != h) {
+        /* after TLS or SASL the host must stay the same */
+        c2s_close(&c->s, "host-unknown");
+        return;
+    }
+    const char *ver = xml_attr(hdr, "version");
+    if (ver == NULL || strncmp(ver, "1.", 2) != 0) {
+        c2s_close(&c->s, "unsupported-version");
+        return;
+    }
+    c->s.host = h;
+    send_features(c);
+}
+
+static void
+on_close(void *ud)
+{
+    struct c2s *c = ud;
+    c2s_close(&c->s, NULL);
+}
+
+static void
+on_error(void *ud, enum xml_error err, const char *detail)
+{
+    struct c2s *c = ud;
+    log_info("c2s %s (%s): bad XML: %s%s%s", c->s.peer, c->s.jid.full ? c->s.jid.full : "-",
+             xml_error_name(err), detail ? ": " : "", detail ? detail : "");
+    const char *cond = "not-well-formed";
+    switch (err) {
+    case XML_E_RESTRICTED: cond = "restricted-xml"; break;
+    case XML_E_TOO_BIG:
+    case XML_E_TOO_DEEP:
+    case XML_E_TOO_MANY_ATTRS: cond = "policy-violation"; break;
+    case XML_E_NOMEM: cond = "resource-constraint"; break;
+    default: break;
+    }
+    c2s_close(&c->s, cond);
+}
+
+static void
+on_stanza(void *ud, struct xml_node *el)
+{
+    struct c2s *c = ud;
+    if (c->s.closing) {
+        arena_free(&el->arena);
+        return;
+    }
+    if (c->paused) {
+        if (c->nqueued == MAX_QUEUED) {
+            arena_free(&el->arena);
+            c2s_close(&c->s, "policy-violation");
+            return;
+        }
+        c->queued[c->nqueued++] = el;
+        return;
+    }
+    process_element(c, el);
+}
+
+static const struct xml_stream_cb stream_cb = { on_open, on_stanza, on_close, on_error };
+
+/* ---- STARTTLS ---------------------------------------------------------------------- */
+
+static void read_cb(struct bufferevent *bev, void *arg);
+static void write_cb(struct bufferevent *bev, void *arg);
+static void event_cb(struct bufferevent *bev, short what, void *arg);
+
+static SSL *
+new_ssl(struct server *srv)
+{
+    SSL *ssl = SSL_new(srv->hosts[0]->ssl_ctx);
+    return ssl;
+}
+
+static int
+start_tls(struct c2s *c)
+{
+    struct server *srv = c->s.srv;
+    SSL *ssl = new_ssl(srv);
+    if (ssl == NULL)
+        return -1;
+    /* the plain bufferevent must read nothing more: the next bytes are TLS */
+    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+    bufferevent_free(c->bev);
+    c->bev = bufferevent_openssl_socket_new(srv->base, c->fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                            BEV_OPT_CLOSE_ON_FREE);
+    if (c->bev == NULL) {
+        SSL_free(ssl);
+        return -1;
+    }
+    c->tls_bev = 1;
+    c->tls = 1;
+    bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+    struct timeval tv = { srv->conf->c2s_handshake_timeout, 0 };
+    bufferevent_set_timeouts(c->bev, &tv, NULL);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    xml_stream_restart(c->xs);
+    c->header_sent = 0;
+    return 0;
+}
+
+/* ---- SASL -------------------------------------------------------------------------- */
+
+struct lookup_ctx {
+    struct c2s *c;
+};
+
+static int
+creds_lookup(void *arg, const char *username, enum sasl_hash h, struct sasl_creds *out)
+{
+    struct c2s *c = arg;
+    char node[JID_PART_BUFSZ], bare[2 * JID_PART_BUFSZ + 2];
+    if (jid_nodeprep(username, node, sizeof node) < 0)
+        return -1;
+    snprintf(bare, sizeof bare, "%s@%s", node, c->s.host->name);
+    struct account a;
+    int rc = store_account_get(c->s.srv->store, bare, &a);
+    if (rc == 0)
+        *out = a.creds[h];
+    OPENSSL_cleanse(&a, sizeof a);
+    return rc == 0 ? 0 : -1;
+}
+
+static void
+sasl_end(struct c2s *c)
+{
+    sasl_free(&c->sasl);
+    free(c->cbdata);
+    c->cbdata = NULL;
+}
+
+static void
+sasl_reply(struct c2s *c, const char *what, const uint8_t *data, size_t len)
+{
+    struct strbuf b;
+    strbuf_init(&b);
+    strbuf_addf(&b, "<%s xmlns='" NS_SASL "'>", what);
+    if (data && len) {
+        size_t n;
+        char *enc = base64_encode(data, len, &n);
+        if (enc)
+            strbuf_add(&b, enc, n);
+        free(enc);
+    } else if (data && strcmp(what, "success") == 0) {
+        strbuf_add(&b, "=", 1);
+    }
+    strbuf_addf(&b, "</%s>", what);
+    if (!b.failed)
+        c2s_send(&c->s, b.data, b.len);
+    strbuf_free(&b);
+}
+
+static void
+sasl_failure(struct c2s *c, const char *condition, int counts)
+{
+    char buf[200];
+    snprintf(buf, sizeof buf, "<failure xmlns='" NS_SASL "'><%s/></failure>", condition);
+    send_str(c, buf);
+    sasl_end(c);
+    if (counts) {
+        server_auth_failed(c->s.srv, c->s.peer);
+        if (++c->sasl_tries >= MAX_SASL_TRIES)
+            c2s_close(&c->s, "policy-violation");
+    }
+}
+
+static void
+sasl_feed(struct c2s *c, const char *b64)
+{
+    uint8_t *in = NULL;
+    size_t inlen = 0;
+    if (base64_decode(b64, strlen(b64), &in, &inlen) < 0) {
+        sasl_failure(c, "incorrect-encoding", 1);
+        return;
+    }
+    const uint8_t *out;
+    size_t outlen;
+    const char *cond = NULL;
+    enum sasl_result r = sasl_step(c->sasl, in, inlen, &out, &outlen, &cond);
+    OPENSSL_cleanse(in, inlen);
+    free(in);
+    if (r == SASL_CONTINUE) {
+        sasl_reply(c, "challenge", out, outlen);
+        return;
+    }
+    if (r == SASL_FAIL) {
+        log_info("c2s %s: authentication failed (%s): %s", c->s.peer, sasl_mechanism(c->sasl),
+                 cond ? cond : "not-authorized");
+        sasl_failure(c, cond ? cond : "not-authorized", 1);
+        return;
+    }
+    /* authenticated: the authzid, if any, must be the account itself */
+    char node[JID_PART_BUFSZ];
+    const char *authzid = sasl_authzid(c->sasl);
+    if (jid_nodeprep(sasl_username(c->sasl), node, sizeof node) < 0) {
+        sasl_failure(c, "not-authorized", 1);
+        return;
+    }
+    if (authzid && *authzid) {
+        struct jid z;
+        int ok = jid_parse(&z, authzid, strlen(authzid)) == 0 && z.resource == NULL &&
+                 strcmp(z.node, node) == 0 && strcmp(z.domain, c->s.host->name) == 0;
+        jid_clear(&z);
+        if (!ok) {
+            sasl_failure(c, "invalid-authzid", 1);
+            return;
+        }
+    }
+    log_info("c2s %s: authenticated as %s@%s (%s)", c->s.peer, node, c->s.host->name,
+             sasl_mechanism(c->sasl));
+    sasl_reply(c, "success", out, outlen);
+    server_auth_ok(c->s.srv, c->s.peer);
+    c->authcid = strdup(node);
+    sasl_end(c);
+    if (c->authcid == NULL) {
+        c2s_close(&c->s, "internal-server-error");
+        return;
+    }
+    c->authed = 1;
+    c->header_sent = 0;
+    xml_stream_restart(c->xs);
+}
+
+static void
+handle_sasl(struct c2s *c, struct xml_node *el)
+{
+    if (c->authed) {
+        c2s_close(&c->s, "policy-violation");
+        return;
+    }
+    if (xml_is(el, NS_SASL, "abort")) {
+        if (c->sasl)
+            sasl_failure(c, "aborted", 0);
+        return;
+    }
+    if (xml_is(el, NS_SASL, "auth")) {
+        sasl_end(c);
+        const char *mech = xml_attr(el, "mechanism");
+        if (!c->tls && c->s.srv->conf->require_encryption) {
+            sasl_failure(c, "encryption-required", 0);
+            return;
+        }
+        struct sasl_conn_info ci;
+        c->cbdata = malloc(CB_BUF);
+        if (c->cbdata == NULL) {
+            sasl_failure(c, "temporary-auth-failure", 0);
+            return;
+        }
+        fill_conn_info(c, &ci, c->cbdata);
+        const char *cond = NULL;
+        c->sasl = sasl_start(mech ? mech : "", &ci, creds_lookup, c, &cond);
+        if (c->sasl == NULL) {
+            sasl_end(c);
+            sasl_failure(c, cond ? cond : "invalid-mechanism", cond && strcmp(cond, "invalid-mechanism") != 0);
+            return;
+        }
+        const char *text = xml_text(el);
+        if (*text == '\0') {
+            /* no initial response: an empty challenge asks for it */
+            c->sasl_need_initial = 1;
+            sasl_reply(c, "challenge", NULL, 0);
+            return;
+        }
+        sasl_feed(c, text);
+        return;
+    }
+    if (xml_is(el, NS_SASL, "response")) {
+        if (c->sasl == NULL) {
+            sasl_failure(c, "malformed-request", 0);
+            return;
+        }
+        const char *text = xml_text(el);
+        c->sasl_need_initial = 0;
+        sasl_feed(c, *text ? text : "=");
+        return;
+    }
+    c2s_close(&c->s, "unsupported-stanza-type");
+}
+
+/* Throttled addresses: the next SASL step waits (server_auth_delay_ms). */
+static void
+delay_done(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct c2s *c = arg;
+    c->paused = 0;
+    unsigned n = c->nqueued;
+    struct xml_node *q[MAX_QUEUED];
+    memcpy(q, c->queued, n * sizeof *q);
+    c->nqueued = 0;
+    for (unsigned i = 0; i < n; i++) {
+        if (c->s.closing || c->paused) {
+            /* paused again: keep the rest queued, in order */
+            if (!c->s.closing) {
+                memcpy(c->queued + c->nqueued, q + i, (n - i) * sizeof *q);
+                c->nqueued += n - i;
+            } else {
+                for (unsigned k = i; k < n; k++)
+                    arena_free(&q[k]->arena);
+            }
+            return;
+        }
+        process_element(c, q[i]);
+    }
+    if (!c->s.closing && c->bev) {
+        bufferevent_enable(c->bev, EV_READ);
+        read_cb(c->bev, c);
+    }
+}
+
+static int
+maybe_delay(struct c2s *c, struct xml_node *el)
+{
+    unsigned ms = server_auth_delay_ms(c->s.srv, c->s.peer);
+    if (ms == 0)
+        return 0;
+    if (c->delay_ev == NULL && (c->delay_ev = evtimer_new(c->s.srv->base, delay_done, c)) == NULL)
+        return 0;
+    log_info("c2s %s: throttled after failed logins, answering in %u ms", c->s.peer, ms);
+    c->paused = 1;
+    c->queued[c->nqueued++] = el;
+    bufferevent_disable(c->bev, EV_READ);
+    struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+    evtimer_add(c->delay_ev, &tv);
+    return 1;
+}
+
+/* ---- binding ----------------------------------------------------------------------- */
+
+static void
+iq_error(struct c2s *c, struct xml_node *iq, const char *type, const char *cond)
+{
+    struct strbuf b;
+    strbuf_init(&b);
+    const char *id = xml_attr(iq, "id");
+    strbuf_adds(&b, "<iq type='error' id='");
+    strbuf_add_escaped(&b, id ? id : "", id ? strlen(id) : 0, 1);
+    strbuf_addf(&b, "'><error type='%s'><%s xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>",
+                type, cond);
+    if (!b.failed)
+        c2s_send(&c->s, b.data, b.len);
+    strbuf_free(&b);
+}
+
+static void
+handle_bind(struct c2s *c, struct xml_node *iq, struct xml_node *bind)
+{
+    struct server *srv = c->s.srv;
+    if (c->s.bound) {
+        iq_error(c, iq, "cancel", "not-allowed");
+        return;
+    }
+    struct xml_node *r = xml_child(bind, NS_BIND, "resource");
+    const char *res = r ? xml_text(r) : "";
+    char gen[40];
+    if (*res == '\0') {
+        unsigned char rnd[8];
+        if (RAND_bytes(rnd, sizeof rnd) != 1) {
+            iq_error(c, iq, "wait", "internal-server-error");
+            return;
+        }
+        strcpy(gen, "petrel-");
+        for (int i = 0; i < 8; i++)
+            snprintf(gen + 7 + 2 * i, 3, "%02x", rnd[i]);
+        res = gen;
+    }
+    struct jid j;
+    if (jid_make(&j, c->authcid, c->s.host->name, res) < 0) {
+        iq_error(c, iq, "modify", "bad-request");
+        return;
+    }
+    unsigned n = 0;
+    for (struct pt_session *o = sessions_of(srv, j.bare); o; o = o->user_next)
+        n++;
+    if (n >= MAX_RESOURCES && session_find(srv, &j) == NULL) {
+        jid_clear(&j);
+        iq_error(c, iq, "cancel", "resource-constraint");
+        return;
+    }
+    c->s.jid = j;
+    if (session_register(&c->s) < 0) {
+        iq_error(c, iq, "wait", "internal-server-error");
+        return;
+    }
+    free(c->authcid);
+    c->authcid = NULL;
+    /* bound: no more handshake timeout; liveness is mod_ping's job */
+    bufferevent_set_timeouts(c->bev, NULL, NULL);
+    struct strbuf b;
+    strbuf_init(&b);
+    const char *id = xml_attr(iq, "id");
+    strbuf_adds(&b, "<iq type='result' id='");
+    strbuf_add_escaped(&b, id ? id : "", id ? strlen(id) : 0, 1);
+    strbuf_adds(&b, "'><bind xmlns='" NS_BIND "'><jid>");
+    strbuf_add_escaped(&b, c->s.jid.full, strlen(c->s.jid.full), 0);
+    strbuf_adds(&b, "</jid></bind></iq>");
+    if (!b.failed)
+        c2s_send(&c->s, b.data, b.len);
+    strbuf_free(&b);
+    log_debug("c2s %s: bound %s", c->s.peer, c->s.jid.full);
+}
+
+/* ---- stanzas ------------------------------------------------------------------------ */
+
+static void
+own_presence(struct c2s *c, struct pt_stanza *st)
+{
+    struct pt_session *s = &c->s;
+    const char *type = xml_attr(st->xml, "type");
+    if (type == NULL) {
+        struct xml_node *p = xml_child(st->xml, XML_NS_CONTENT, "priority");
+        long prio = 0;
+        if (p) {
+            char *end;
+            prio = strtol(xml_text(p), &end, 10);
+            if (*end != '\0' || prio < -128 || prio > 127)
+                prio = 0;
+        }
+        s->priority = (int)prio;
+        s->available = 1;
+        pt_stanza_unref(&s->presence);
+        s->presence = pt_stanza_ref(st);
+    } else if (strcmp(type, "unavailable") == 0) {
+        s->available = 0;
+        pt_stanza_unref(&s->presence);
+    } else {
+        return;         /* subscription-type presence without a 'to' means nothing */
+    }
+    events_fire(s->host, PT_EV_PRESENCE_CHANGED, s, st, &s->jid);
+}
+
+static void
+handle_stanza(struct c2s *c, struct xml_node *el)
+{
+    int bad_jid;
+    struct pt_stanza *st = stanza_wrap(el, &bad_jid);
+    if (st == NULL) {
+        if (bad_jid && strcmp(el->name, "iq") == 0)
+            iq_error(c, el, "modify", "jid-malformed");
+        else if (bad_jid && !(xml_attr(el, "type") && strcmp(xml_attr(el, "type"), "error") == 0)) {
+            struct strbuf b;
+            strbuf_init(&b);
+            const char *id = xml_attr(el, "id");
+            strbuf_addf(&b, "<%s type='error'", el->name);
+            if (id) {
+                strbuf_adds(&b, " id='");
+                strbuf_add_escaped(&b, id, strlen(id), 1);
+                strbuf_adds(&b, "'");
+            }
+            strbuf_adds(&b, "><error type='modify'><jid-malformed xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
+                            "</error></");
+            strbuf_adds(&b, el->name);
+            strbuf_adds(&b, ">");
+            if (!b.failed)
+                c2s_send(&c->s, b.data, b.len);
+            strbuf_free(&b);
+        }
+        arena_free(&el->arena);
+        return;
+    }
+    /* the server stamps 'from'; a client may only name itself */
+    if (st->from.full && !jid_equal(&st->from, &c->s.jid) && strcmp(st->from.full, c->s.jid.bare) != 0) {
+        log_info("c2s %s (%s): stanza from a forged address %s", c->s.peer, c->s.jid.full, st->from.full);
+        pt_stanza_unref(&st);
+        c2s_close(&c->s, "invalid-from");
+        return;
+    }
+    if (stanza_set_from(st, c->s.jid.full) < 0) {
+        pt_stanza_unref(&st);
+        c2s_close(&c->s, "internal-server-error");
+        return;
+    }
+    if (st->to.full == NULL) {
+        if (stanza_is_kind(st, "presence")) {
+            own_presence(c, st);
+            /* broadcast to contacts is the presence module's (pre-presence hook) */
+            hooks_run(c->s.host, "pre-presence", &c->s, st);
+            pt_stanza_unref(&st);
+            return;
+        }
+        /* RFC 6120 10.3.3: no 'to' means the account itself */
+        if (stanza_set_to(st, c->s.jid.bare) < 0) {
+            pt_stanza_unref(&st);
+            return;
+        }
+    }
+    router_route(c->s.srv, st, &c->s);
+    pt_stanza_unref(&st);
+}
+
+static void
+process_element(struct c2s *c, struct xml_node *el)
+{
+    if (c->s.closing) {
+        arena_free(&el->arena);
+        return;
+    }
+    int content = el->ns == XML_NS_CONTENT;
+    if (!c->tls && xml_is(el, NS_TLS, "starttls")) {
+        if (c->s.host->ssl_ctx == NULL) {
+            send_str(c, "<failure xmlns='" NS_TLS "'/></stream:stream>");
+            arena_free(&el->arena);
+            c2s_close(&c->s, NULL);
+            return;
+        }
+        arena_free(&el->arena);
+        send_str(c, "<proceed xmlns='" NS_TLS "'/>");
+        c->starttls_pending = 1;
+        xml_stream_stop(c->xs);
+        return;             /* write_cb upgrades once <proceed/> is on the wire */
+    }
+    if (!c->authed) {
+        if (el->ns && strcmp(el->ns, NS_SASL) == 0) {
+            if ((xml_is(el, NS_SASL, "auth") || xml_is(el, NS_SASL, "response")) && maybe_delay(c, el))
+                return;
+            handle_sasl(c, el);
+        } else if (content && (strcmp(el->name, "message") == 0 || strcmp(el->name, "presence") == 0 ||
+                               strcmp(el->name, "iq") == 0)) {
+            log_info("c2s %s: %s before authentication", c->s.peer, el->name);
+            c2s_close(&c->s, "not-authorized");
+        } else {
+            c2s_close(&c->s, content ? "unsupported-stanza-type" : "not-authorized");
+        }
+        arena_free(&el->arena);
+        return;
+    }
+    if (!content) {
+        /* top-level elements of other namespaces (stream management, CSI, ...) belong to modules */
+        char route[400];
+        snprintf(route, sizeof route, "c2s-element/%s:%s", el->ns, el->name);
+        int bad;
+        struct pt_stanza *st = c->s.bound ? stanza_wrap(el, &bad) : NULL;
+        if (st) {
+            if (hooks_run(c->s.host, route, &c->s, st) != PT_HANDLED)
+                c2s_close(&c->s, "unsupported-stanza-type");
+            pt_stanza_unref(&st);
+        } else {
+            arena_free(&el->arena);
+            c2s_close(&c->s, "unsupported-stanza-type");
+        }
+        return;
+    }
+    if (strcmp(el->name, "message") != 0 && strcmp(el->name, "presence") != 0 && strcmp(el->name, "iq") != 0) {
+        arena_free(&el->arena);
+        c2s_close(&c->s, "unsupported-stanza-type");
+        return;
+    }
+    if (!c->s.bound) {
+        struct xml_node *bind = strcmp(el->name, "iq") == 0 ? xml_child(el, NS_BIND, "bind") : NULL;
+        const char *type = xml_attr(el, "type");
+        if (bind && type && strcmp(type, "set") == 0)
+            handle_bind(c, el, bind);
+        else if (strcmp(el->name, "iq") == 0)
+            iq_error(c, el, "auth", "not-authorized");
+        else
+            c2s_close(&c->s, "not-authorized");
+        arena_free(&el->arena);
+        return;
+    }
+    if (strcmp(el->name, "iq") == 0 && xml_child(el, NS_SESSION, "session") && xml_attr(el, "to") == NULL) {
+        /* RFC 3921 session establishment: a no-op kept for old clients */
+        const char *id = xml_attr(el, "id");
+        struct strbuf b;
+        strbuf_init(&b);
+        strbuf_adds(&b, "<iq type='result' id='");
+        strbuf_add_escaped(&b, id ? id : "", id ? strlen(id) : 0, 1);
+        strbuf_adds(&b, "'/>");
+        if (!b.failed)
+            c2s_send(&c->s, b.data, b.len);
+        strbuf_free(&b);
+        arena_free(&el->arena);
+        return;
+    }
+    handle_stanza(c, el);
+}
+
+/* ---- I/O ----------------------------------------------------------------------------- */
+
+static void
+read_cb(struct bufferevent *bev, void *arg)
+{
+    struct c2s *c = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    session_touch(&c->s);
+    while (evbuffer_get_length(in) > 0 && !c->s.closing && !c->paused && !c->starttls_pending) {
+        size_t n = evbuffer_get_contiguous_space(in);
+        const char *p = (const char *)evbuffer_pullup(in, (ssize_t)n);
+        if (p == NULL)
+            break;
+        int rc = xml_stream_feed(c->xs, p, n);
+        evbuffer_drain(in, n);
+        if (rc < 0)
+            break;
+    }
+    if (c->starttls_pending || c->s.closing)
+        evbuffer_drain(in, evbuffer_get_length(in));
+    else if (!c->paused)
+        xml_stream_release_idle(c->xs);     /* an idle session keeps no parser */
+}
+
+static void
+write_cb(struct bufferevent *bev, void *arg)
+{
+    struct c2s *c = arg;
+    (void)bev;
+    if (c->starttls_pending) {
+        c->starttls_pending = 0;
+        if (start_tls(c) < 0) {
+            log_warnx("c2s %s: cannot start TLS", c->s.peer);
+            c->peer_closed = 1;
+            c2s_close(&c->s, NULL);
+        }
+        return;
+    }
+    if (c->s.closing)
+        session_reap(&c->s);
+}
+
+static void
+event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct c2s *c = arg;
+    (void)bev;
+    if (what & BEV_EVENT_CONNECTED) {
+        return;
+    }
+    if (what & BEV_EVENT_TIMEOUT) {
+        if (!c->s.closing) {
+            log_info("c2s %s: %s timed out", c->s.peer, c->s.bound ? "stream" : "handshake");
+            c2s_close(&c->s, "connection-timeout");
+        } else {
+            c->peer_closed = 1;
+            session_reap(&c->s);
+        }
+        return;
+    }
+    if (what & BEV_EVENT_ERROR) {
+        unsigned long e;
+        while ((e = bufferevent_get_openssl_error(c->bev)) != 0) {
+            char buf[160];
+            ERR_error_string_n(e, buf, sizeof buf);
+            log_info("c2s %s: TLS error: %s", c->s.peer, buf);
+        }
+    }
+    /* EOF or error: nothing more can be sent */
+    c->peer_closed = 1;
+    if (!c->s.closing) {
+        log_info("c2s %s (%s): connection %s", c->s.peer, c->s.jid.full ? c->s.jid.full : "-",
+                 (what & BEV_EVENT_EOF) ? "closed by peer" : "lost");
+        c->s.closing = 1;
+        session_unregister(&c->s);
+    }
+    session_reap(&c->s);
+}
+
+void
+c2s_accept(struct listener *l, evutil_socket_t fd, const struct sockaddr *addr, int addrlen)
+{
+    struct server *srv = l->srv;
+    (void)addrlen;
+    struct c2s *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        evutil_closesocket(fd);
+        return;
+    }
+    c->fd = fd;
+    c->lst = l;
+    session_init(&c->s, srv, &c2s_ops);
+    char ip[INET6_ADDRSTRLEN] = "?";
+    if (addr->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)addr)->sin_addr, ip, sizeof ip);
+    else if (addr->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)addr)->sin6_addr, ip, sizeof ip);
+    snprintf(c->s.peer, sizeof c->s.peer, "%s", ip);
+    c->xs = xml_stream_new(&stream_cb, c, &srv->limits, XML_NS_CLIENT);
+    if (c->xs == NULL)
+        goto fail;
+    evutil_make_socket_nonblocking(fd);
+    if (l->conf->tls == LISTEN_DIRECT_TLS) {
+        SSL *ssl = new_ssl(srv);
+        if (ssl == NULL)
+            goto fail;
+        c->bev = bufferevent_openssl_socket_new(srv->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                BEV_OPT_CLOSE_ON_FREE);
+        if (c->bev == NULL) {
+            SSL_free(ssl);
+            goto fail;
+        }
+        c->tls = 1;
+        c->tls_bev = 1;
+    } else {
+        c->bev = bufferevent_socket_new(srv->base, fd, 0);
+        if (c->bev == NULL)
+            goto fail;
+    }
+    bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+    struct timeval tv = { srv->conf->c2s_handshake_timeout, 0 };
+    bufferevent_set_timeouts(c->bev, &tv, NULL);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    log_debug("c2s %s: connected (%s)", c->s.peer, c->tls ? "direct TLS" : "plain");
+    return;
+fail:
+    log_warnx("c2s %s: cannot set up the connection", c->s.peer);
+    c->s.closing = 1;
+    session_reap(&c->s);
+}

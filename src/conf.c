@@ -1,0 +1,479 @@
+/* conf.c — see conf.h. Option names and defaults are documented in petrel.conf(5). */
+#include "config.h"
+#include "conf.h"
+#include "jid.h"
+#include "petrel.h"
+
+#include <confuse.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const default_modules[] = { "disco", "ping", "version", NULL };
+
+static char *errbuf;
+static size_t errbuf_len;
+
+static void
+error_fn(cfg_t *cfg, const char *fmt, va_list ap)
+{
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    if (errbuf && errbuf[0] == '\0') {
+        if (cfg && cfg->filename)
+            snprintf(errbuf, errbuf_len, "%s:%d: %s", cfg->filename, cfg->line, msg);
+        else
+            snprintf(errbuf, errbuf_len, "%s", msg);
+    }
+}
+
+static int
+validate_range(cfg_t *cfg, cfg_opt_t *opt, long lo, long hi)
+{
+    long v = cfg_opt_getnint(opt, cfg_opt_size(opt) - 1);
+    if (v < lo || v > hi) {
+        cfg_error(cfg, "option '%s' must be between %ld and %ld, not %ld", opt->name, lo, hi, v);
+        return -1;
+    }
+    return 0;
+}
+
+static int v_port(cfg_t *c, cfg_opt_t *o) { return validate_range(c, o, 1, 65535); }
+static int v_stanza(cfg_t *c, cfg_opt_t *o) { return validate_range(c, o, 10000, 64L << 20); }
+static int v_depth(cfg_t *c, cfg_opt_t *o) { return validate_range(c, o, 4, 1000); }
+static int v_attrs(cfg_t *c, cfg_opt_t *o) { return validate_range(c, o, 4, 1000); }
+static int v_timeout(cfg_t *c, cfg_opt_t *o) { return validate_range(c, o, 1, 3600); }
+static int v_fail(cfg_t *c, cfg_opt_t *o) { return validate_range(c, o, 1, 1000); }
+static int v_iter(cfg_t *c, cfg_opt_t *o) { return validate_range(c, o, 4096, 1000000); }
+static int v_mapsize(cfg_t *c, cfg_opt_t *o) { return validate_range(c, o, 16, 1L << 22); }
+
+static int
+v_listen_type(cfg_t *cfg, cfg_opt_t *opt)
+{
+    const char *v = cfg_opt_getnstr(opt, 0);
+    if (strcmp(v, "c2s") != 0) {
+        cfg_error(cfg, "listen type must be \"c2s\", not \"%s\"", v);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+v_listen_tls(cfg_t *cfg, cfg_opt_t *opt)
+{
+    const char *v = cfg_opt_getnstr(opt, 0);
+    if (strcmp(v, "starttls") != 0 && strcmp(v, "direct") != 0) {
+        cfg_error(cfg, "listen tls must be \"starttls\" or \"direct\", not \"%s\"", v);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+v_log_level(cfg_t *cfg, cfg_opt_t *opt)
+{
+    enum log_level l;
+    const char *v = cfg_opt_getnstr(opt, 0);
+    if (log_level_parse(v, &l) < 0) {
+        cfg_error(cfg, "log_level must be error, warning, info or debug, not \"%s\"", v);
+        return -1;
+    }
+    return 0;
+}
+
+/* A per-module section built from the module's option table. */
+static cfg_opt_t *
+module_opts(const struct pt_module *mod)
+{
+    size_t n = 0;
+    for (const struct pt_option *o = mod->options; o && o->name; o++)
+        n++;
+    cfg_opt_t *opts = calloc(n + 1, sizeof *opts);
+    if (opts == NULL)
+        return NULL;
+    size_t i = 0;
+    for (const struct pt_option *o = mod->options; o && o->name; o++, i++) {
+        cfg_opt_t *c = &opts[i];
+        c->name = strdup(o->name);
+        if (c->name == NULL)
+            return NULL;
+        switch (o->type) {
+        case PT_OPT_BOOL:
+            c->type = CFGT_BOOL;
+            c->def.boolean = o->def && strcmp(o->def, "true") == 0;
+            break;
+        case PT_OPT_INT:
+        case PT_OPT_PERIOD:
+            c->type = CFGT_INT;
+            c->def.number = o->def ? strtol(o->def, NULL, 10) : 0;
+            break;
+        case PT_OPT_STR:
+            c->type = CFGT_STR;
+            c->def.string = o->def;
+            break;
+        }
+    }
+    opts[i].type = CFGT_NONE;   /* CFG_END() */
+    return opts;
+}
+
+static void
+free_module_opts(cfg_opt_t *opts)
+{
+    if (opts == NULL)
+        return;
+    for (cfg_opt_t *o = opts; o->type != CFGT_NONE; o++)
+        free((char *)o->name);
+    free(opts);
+}
+
+static cfg_opt_t *host_opts;
+static cfg_opt_t **mod_opt_tables;
+
+static int
+build_schema(cfg_opt_t **out)
+{
+    size_t nmods = 0;
+    while (pt_builtin_modules[nmods])
+        nmods++;
+    static cfg_opt_t listen_opts[] = {
+        CFG_STR("type", "c2s", CFGF_NONE),
+        CFG_STR("tls", "starttls", CFGF_NONE),
+        CFG_END()
+    };
+    static cfg_opt_t limit_opts[] = {
+        CFG_INT("max_stanza_size", 524288, CFGF_NONE),
+        CFG_INT("max_depth", 64, CFGF_NONE),
+        CFG_INT("max_attributes", 64, CFGF_NONE),
+        CFG_INT("handshake_timeout", 60, CFGF_NONE),
+        CFG_INT("auth_failures", 5, CFGF_NONE),
+        CFG_END()
+    };
+    static cfg_opt_t host_base[] = {
+        CFG_STR("certificate", NULL, CFGF_NODEFAULT),
+        CFG_STR("key", NULL, CFGF_NODEFAULT),
+        CFG_STR_LIST("admins", "{}", CFGF_NONE),
+        CFG_STR_LIST("modules", "{disco, ping, version}", CFGF_NONE),
+        CFG_BOOL("allow_registration", cfg_false, CFGF_NONE),
+    };
+    size_t nbase = sizeof host_base / sizeof host_base[0];
+    host_opts = calloc(nbase + nmods + 1, sizeof *host_opts);
+    mod_opt_tables = calloc(nmods + 1, sizeof *mod_opt_tables);
+    if (host_opts == NULL || mod_opt_tables == NULL)
+        return -1;
+    memcpy(host_opts, host_base, sizeof host_base);
+    for (size_t i = 0; i < nmods; i++) {
+        mod_opt_tables[i] = module_opts(pt_builtin_modules[i]);
+        if (mod_opt_tables[i] == NULL)
+            return -1;
+        cfg_opt_t sec = CFG_SEC(pt_builtin_modules[i]->name, mod_opt_tables[i], CFGF_NONE);
+        host_opts[nbase + i] = sec;
+    }
+    host_opts[nbase + nmods].type = CFGT_NONE;
+
+    cfg_opt_t top[] = {
+        CFG_STR("data_dir", "var", CFGF_NONE),
+        CFG_STR("pid_file", NULL, CFGF_NODEFAULT),
+        CFG_STR("log_level", "info", CFGF_NONE),
+        CFG_BOOL("require_encryption", cfg_true, CFGF_NONE),
+        CFG_INT("scram_iterations", 4096, CFGF_NONE),
+        CFG_INT("store_map_size_mb", 1024, CFGF_NONE),
+        CFG_SEC("limits", limit_opts, CFGF_NONE),
+        CFG_SEC("listen", listen_opts, CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES),
+        CFG_SEC("host", host_opts, CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES),
+        CFG_END()
+    };
+    *out = malloc(sizeof top);
+    if (*out == NULL)
+        return -1;
+    memcpy(*out, top, sizeof top);
+    return 0;
+}
+
+static void
+free_schema(cfg_opt_t *top)
+{
+    if (mod_opt_tables)
+        for (size_t i = 0; mod_opt_tables[i]; i++)
+            free_module_opts(mod_opt_tables[i]);
+    free(mod_opt_tables);
+    mod_opt_tables = NULL;
+    free(host_opts);
+    host_opts = NULL;
+    free(top);
+}
+
+static cfg_opt_t *schema_top;
+
+static char *
+xstrdup(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+static int
+parse_listen_title(const char *title, struct conf_listen *l)
+{
+    const char *colon = strrchr(title, ':');
+    if (colon == NULL || colon == title)
+        return -1;
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end != '\0' || port < 1 || port > 65535)
+        return -1;
+    size_t alen = (size_t)(colon - title);
+    if (title[0] == '[' && alen >= 2 && title[alen - 1] == ']') {
+        title++;
+        alen -= 2;
+    }
+    l->addr = strndup(title, alen);
+    l->port = (uint16_t)port;
+    return l->addr ? 0 : -1;
+}
+
+const struct pt_module *
+conf_find_module(const char *name)
+{
+    for (size_t i = 0; pt_builtin_modules[i]; i++)
+        if (strcmp(pt_builtin_modules[i]->name, name) == 0)
+            return pt_builtin_modules[i];
+    return NULL;
+}
+
+struct conf *
+conf_load(const char *path, char *err, size_t errlen)
+{
+    err[0] = '\0';
+    errbuf = err;
+    errbuf_len = errlen;
+    if (schema_top == NULL && build_schema(&schema_top) < 0) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    cfg_t *cfg = cfg_init(schema_top, CFGF_NONE);
+    if (cfg == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    cfg_set_error_function(cfg, error_fn);
+    cfg_set_validate_func(cfg, "log_level", v_log_level);
+    cfg_set_validate_func(cfg, "scram_iterations", v_iter);
+    cfg_set_validate_func(cfg, "store_map_size_mb", v_mapsize);
+    cfg_set_validate_func(cfg, "limits|max_stanza_size", v_stanza);
+    cfg_set_validate_func(cfg, "limits|max_depth", v_depth);
+    cfg_set_validate_func(cfg, "limits|max_attributes", v_attrs);
+    cfg_set_validate_func(cfg, "limits|handshake_timeout", v_timeout);
+    cfg_set_validate_func(cfg, "limits|auth_failures", v_fail);
+    cfg_set_validate_func(cfg, "listen|type", v_listen_type);
+    cfg_set_validate_func(cfg, "listen|tls", v_listen_tls);
+    (void)v_port;
+
+    int rc = cfg_parse(cfg, path);
+    if (rc == CFG_FILE_ERROR) {
+        snprintf(err, errlen, "%s: cannot read the file", path);
+        cfg_free(cfg);
+        return NULL;
+    }
+    if (rc != CFG_SUCCESS) {
+        if (err[0] == '\0')
+            snprintf(err, errlen, "%s: parse error", path);
+        cfg_free(cfg);
+        return NULL;
+    }
+
+    struct conf *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        goto nomem;
+    c->cfg = cfg;
+    c->path = xstrdup(path);
+    c->data_dir = xstrdup(cfg_getstr(cfg, "data_dir"));
+    c->pid_file = xstrdup(cfg_getstr(cfg, "pid_file"));
+    if (log_level_parse(cfg_getstr(cfg, "log_level"), &c->log_level) < 0)
+        c->log_level = LOG_LVL_INFO;
+    c->require_encryption = cfg_getbool(cfg, "require_encryption");
+    c->scram_iterations = (unsigned)cfg_getint(cfg, "scram_iterations");
+    c->store_map_size = (size_t)cfg_getint(cfg, "store_map_size_mb") << 20;
+    cfg_t *lim = cfg_getsec(cfg, "limits");
+    c->max_stanza = (size_t)cfg_getint(lim, "max_stanza_size");
+    c->max_depth = (unsigned)cfg_getint(lim, "max_depth");
+    c->max_attrs = (unsigned)cfg_getint(lim, "max_attributes");
+    c->c2s_handshake_timeout = (unsigned)cfg_getint(lim, "handshake_timeout");
+    c->auth_fail_limit = (unsigned)cfg_getint(lim, "auth_failures");
+
+    c->nlisten = cfg_size(cfg, "listen");
+    c->listen = calloc(c->nlisten ? c->nlisten : 1, sizeof *c->listen);
+    if (c->listen == NULL)
+        goto nomem;
+    for (size_t i = 0; i < c->nlisten; i++) {
+        cfg_t *l = cfg_getnsec(cfg, "listen", (unsigned)i);
+        struct conf_listen *cl = &c->listen[i];
+        if (parse_listen_title(cfg_title(l), cl) < 0) {
+            snprintf(err, errlen, "%s:%d: listen \"%s\": expected \"address:port\"", path, l->line,
+                     cfg_title(l));
+            goto fail;
+        }
+        cl->type = LISTEN_C2S;
+        cl->tls = strcmp(cfg_getstr(l, "tls"), "direct") == 0 ? LISTEN_DIRECT_TLS : LISTEN_STARTTLS;
+    }
+    if (c->nlisten == 0) {
+        snprintf(err, errlen, "%s: no listen section: the server would accept no connection", path);
+        goto fail;
+    }
+
+    c->nhosts = cfg_size(cfg, "host");
+    if (c->nhosts == 0) {
+        snprintf(err, errlen, "%s: no host section: define at least one virtual host", path);
+        goto fail;
+    }
+    c->hosts = calloc(c->nhosts, sizeof *c->hosts);
+    if (c->hosts == NULL)
+        goto nomem;
+    for (size_t i = 0; i < c->nhosts; i++) {
+        cfg_t *h = cfg_getnsec(cfg, "host", (unsigned)i);
+        struct conf_host *ch = &c->hosts[i];
+        char name[JID_PART_BUFSZ];
+        if (jid_nameprep(cfg_title(h), name, sizeof name) < 0) {
+            snprintf(err, errlen, "%s:%d: host \"%s\" is not a valid domain name", path, h->line,
+                     cfg_title(h));
+            goto fail;
+        }
+        for (size_t k = 0; k < i; k++)
+            if (strcmp(c->hosts[k].name, name) == 0) {
+                snprintf(err, errlen, "%s:%d: host \"%s\" is defined twice", path, h->line, name);
+                goto fail;
+            }
+        ch->cfg = h;
+        ch->name = strdup(name);
+        ch->certificate = xstrdup(cfg_getstr(h, "certificate"));
+        ch->key = xstrdup(cfg_getstr(h, "key"));
+        if ((ch->certificate == NULL) != (ch->key == NULL)) {
+            snprintf(err, errlen, "%s:%d: host \"%s\": give both certificate and key, or neither",
+                     path, h->line, name);
+            goto fail;
+        }
+        ch->allow_registration = cfg_getbool(h, "allow_registration");
+        ch->nadmins = cfg_size(h, "admins");
+        ch->admins = calloc(ch->nadmins + 1, sizeof *ch->admins);
+        ch->nmodules = cfg_size(h, "modules");
+        ch->modules = calloc(ch->nmodules + 1, sizeof *ch->modules);
+        if (ch->name == NULL || ch->admins == NULL || ch->modules == NULL)
+            goto nomem;
+        for (size_t k = 0; k < ch->nadmins; k++) {
+            struct jid j;
+            const char *a = cfg_getnstr(h, "admins", (unsigned)k);
+            if (jid_parse(&j, a, strlen(a)) < 0 || j.resource != NULL || j.node[0] == '\0') {
+                snprintf(err, errlen, "%s:%d: host \"%s\": admin \"%s\" is not a bare user JID",
+                         path, h->line, name, a);
+                goto fail;
+            }
+            ch->admins[k] = strdup(j.bare);
+            jid_clear(&j);
+            if (ch->admins[k] == NULL)
+                goto nomem;
+        }
+        for (size_t k = 0; k < ch->nmodules; k++) {
+            const char *m = cfg_getnstr(h, "modules", (unsigned)k);
+            if (conf_find_module(m) == NULL) {
+                snprintf(err, errlen, "%s:%d: host \"%s\": unknown module \"%s\"", path, h->line, name, m);
+                goto fail;
+            }
+            if ((ch->modules[k] = strdup(m)) == NULL)
+                goto nomem;
+        }
+        /* validate module options now, so --check-config catches them */
+        for (size_t k = 0; k < ch->nmodules; k++) {
+            const struct pt_module *mod = conf_find_module(ch->modules[k]);
+            void *tmp = calloc(1, mod->conf_size ? mod->conf_size : 1);
+            if (tmp == NULL)
+                goto nomem;
+            int r = conf_module(ch, mod, tmp, err, errlen);
+            for (const struct pt_option *o = mod->options; o && o->name; o++)
+                if (o->type == PT_OPT_STR)
+                    free(*(char **)((char *)tmp + o->offset));
+            free(tmp);
+            if (r < 0)
+                goto fail;
+        }
+    }
+    (void)default_modules;
+    errbuf = NULL;
+    return c;
+
+nomem:
+    snprintf(err, errlen, "out of memory");
+fail:
+    errbuf = NULL;
+    if (c)
+        conf_free(&c);
+    else
+        cfg_free(cfg);
+    return NULL;
+}
+
+int
+conf_module(const struct conf_host *h, const struct pt_module *mod, void *out, char *err, size_t errlen)
+{
+    cfg_t *sec = cfg_getsec(h->cfg, mod->name);
+    for (const struct pt_option *o = mod->options; o && o->name; o++) {
+        char *field = (char *)out + o->offset;
+        switch (o->type) {
+        case PT_OPT_BOOL:
+            *(int *)field = sec ? cfg_getbool(sec, o->name) : (o->def && strcmp(o->def, "true") == 0);
+            break;
+        case PT_OPT_INT:
+        case PT_OPT_PERIOD: {
+            long long v = sec ? cfg_getint(sec, o->name) : (o->def ? strtoll(o->def, NULL, 10) : 0);
+            if (v < o->min || v > o->max) {
+                snprintf(err, errlen, "%s:%d: host \"%s\": %s { %s } must be between %lld and %lld, not %lld",
+                         ((cfg_t *)h->cfg)->filename, sec ? sec->line : ((cfg_t *)h->cfg)->line,
+                         h->name, mod->name, o->name, o->min, o->max, v);
+                return -1;
+            }
+            *(long long *)field = v;
+            break;
+        }
+        case PT_OPT_STR: {
+            const char *v = sec ? cfg_getstr(sec, o->name) : o->def;
+            *(char **)field = v ? strdup(v) : NULL;
+            if (v && *(char **)field == NULL)
+                return -1;
+            break;
+        }
+        }
+    }
+    return 0;
+}
+
+void
+conf_free(struct conf **cp)
+{
+    struct conf *c = *cp;
+    if (c == NULL)
+        return;
+    for (size_t i = 0; i < c->nlisten; i++)
+        free(c->listen[i].addr);
+    free(c->listen);
+    for (size_t i = 0; i < c->nhosts; i++) {
+        struct conf_host *h = &c->hosts[i];
+        free(h->name);
+        free(h->certificate);
+        free(h->key);
+        for (size_t k = 0; h->admins && k < h->nadmins; k++)
+            free(h->admins[k]);
+        free(h->admins);
+        for (size_t k = 0; h->modules && k < h->nmodules; k++)
+            free(h->modules[k]);
+        free(h->modules);
+    }
+    free(c->hosts);
+    free(c->path);
+    free(c->data_dir);
+    free(c->pid_file);
+    if (c->cfg)
+        cfg_free(c->cfg);
+    free(c);
+    *cp = NULL;
+    free_schema(schema_top);
+    schema_top = NULL;
+}

@@ -1,0 +1,64 @@
+/* conf.h — the configuration file (libconfuse), validated in full at load.
+ * Owned by the server for its lifetime; read-only after conf_load. */
+#ifndef PT_CONF_H
+#define PT_CONF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "log.h"
+
+struct pt_module;
+
+enum listen_type { LISTEN_C2S = 0 };
+enum listen_tls  { LISTEN_STARTTLS = 0, LISTEN_DIRECT_TLS = 1 };
+
+struct conf_listen {
+    char *addr;                 /* "127.0.0.1", "::", "*" */
+    uint16_t port;
+    enum listen_type type;
+    enum listen_tls tls;
+};
+
+struct conf_host {
+    char  *name;                /* nameprep'ed */
+    char  *certificate, *key;   /* NULL: self-signed, made in data_dir/certs on first start */
+    char **admins;              /* bare JIDs */
+    size_t nadmins;
+    char **modules;
+    size_t nmodules;
+    int    allow_registration;
+    void  *cfg;                 /* the host's libconfuse section, for module options */
+};
+
+struct conf {
+    char *path;
+    char *data_dir;
+    char *pid_file;
+    enum log_level log_level;
+    struct conf_listen *listen;
+    size_t nlisten;
+    struct conf_host *hosts;
+    size_t nhosts;
+    /* limits */
+    size_t   max_stanza;        /* bytes */
+    unsigned max_depth;
+    unsigned max_attrs;
+    unsigned c2s_handshake_timeout;  /* seconds from connect to a bound resource */
+    unsigned auth_fail_limit;   /* failures from one address before it is slowed down */
+    unsigned scram_iterations;
+    size_t   store_map_size;    /* bytes */
+    int      require_encryption;
+    void    *cfg;               /* libconfuse tree */
+};
+
+/* Load and validate. On failure returns NULL and writes "file:line: message" to err. */
+struct conf *conf_load(const char *path, char *err, size_t errlen);
+void conf_free(struct conf **c);
+/* Fill a module's conf struct from its section in the host ("ping { interval = 20 }"). 0 or -1. */
+int  conf_module(const struct conf_host *h, const struct pt_module *mod, void *out, char *err, size_t errlen);
+/* Built-in modules, NULL terminated (modules/modules.c). */
+extern const struct pt_module *const pt_builtin_modules[];
+const struct pt_module *conf_find_module(const char *name);
+
+#endif

@@ -1,0 +1,36 @@
+/* module.h — the core side of the module API: instances, hook lists, dispatch.
+ * Registrations are recorded per host with the instance that made them and
+ * undone by module_unload(). */
+#ifndef PT_MODULE_H
+#define PT_MODULE_H
+
+#include <event2/event.h>
+
+#include "petrel.h"
+
+struct host;
+struct server;
+
+struct pt_mod {
+    const struct pt_module *def;
+    struct host *host;
+    struct server *srv;
+    void *conf;
+    size_t slot;                        /* index for per-session data */
+    int in_init;                        /* registrations are allowed only in init() */
+    char **features;                    /* extra disco features */
+    size_t nfeatures;
+    struct mod_timer *timers;
+};
+
+/* Load every module the host's config names; 0, or -1 with a logged reason. */
+int  modules_load(struct host *h);
+void modules_unload(struct host *h);
+
+/* Run the hooks of a route on host h, highest priority first, until one handles. */
+enum pt_verdict hooks_run(struct host *h, const char *route, struct pt_session *s, struct pt_stanza *st);
+int  hooks_exist(struct host *h, const char *route);
+void events_fire(struct host *h, enum pt_event_kind kind, struct pt_session *s,
+                 const struct pt_stanza *st, const struct jid *jid);
+
+#endif

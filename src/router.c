@@ -1,0 +1,273 @@
+/* router.c — see router.h */
+#include "config.h"
+#include "router.h"
+#include "log.h"
+#include "module.h"
+#include "server.h"
+#include "session.h"
+#include "stanza.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+static int
+is_type(const struct pt_stanza *st, const char *type)
+{
+    return strcmp(pt_stanza_type(st), type) == 0;
+}
+
+void
+router_bounce(struct server *srv, const struct pt_stanza *st, const char *type, const char *condition,
+              const char *text)
+{
+    if (stanza_is_kind(st, "presence") && !is_type(st, "subscribe") && !is_type(st, "probe"))
+        return;     /* RFC 6121: presence errors only where the sender waits for an answer */
+    if (st->from.full == NULL)
+        return;
+    struct pt_stanza *err = stanza_error_reply(st, type, condition, text);
+    if (err == NULL)
+        return;
+    if (err->from.full == NULL) {
+        /* no 'to' on the original: the error comes from the sender's own account */
+        stanza_set_from(err, st->from.bare);
+    }
+    router_route(srv, err, NULL);
+    pt_stanza_unref(&err);
+}
+
+/* An iq route: "iq-get/host/jabber:iq:version:query" */
+static int
+iq_route(char *buf, size_t len, const struct pt_stanza *st, const char *target)
+{
+    struct xml_node *p = pt_stanza_payload(st);
+    const char *type = pt_stanza_type(st);
+    int n;
+    if ((strcmp(type, "get") == 0 || strcmp(type, "set") == 0) && p)
+        n = snprintf(buf, len, "iq-%s/%s/%s:%s", type, target, p->ns ? p->ns : "", p->name);
+    else
+        n = snprintf(buf, len, "iq-%s/%s", type, target);
+    return n > 0 && (size_t)n < len ? 0 : -1;
+}
+
+static int
+iq_valid(const struct pt_stanza *st)
+{
+    /* RFC 6120 8.2.3: id required; get/set carry exactly one payload element */
+    const char *type = xml_attr(st->xml, "type");
+    if (pt_stanza_id(st) == NULL || type == NULL)
+        return 0;
+    if (strcmp(type, "get") == 0 || strcmp(type, "set") == 0) {
+        struct xml_node *p = pt_stanza_payload(st);
+        return p && xml_next_sibling(p) == NULL;
+    }
+    return strcmp(type, "result") == 0 || strcmp(type, "error") == 0;
+}
+
+static void
+deliver_host(struct host *h, struct pt_stanza *st, struct pt_session *origin)
+{
+    char route[600];
+    if (stanza_is_kind(st, "iq")) {
+        if (iq_route(route, sizeof route, st, "host") < 0) {
+            router_bounce(h->srv, st, "modify", "bad-request", NULL);
+            return;
+        }
+        if (hooks_run(h, route, origin, st) == PT_HANDLED)
+            return;
+        if (is_type(st, "get") || is_type(st, "set"))
+            router_bounce(h->srv, st, "cancel", "service-unavailable", NULL);
+        return;
+    }
+    snprintf(route, sizeof route, "%s/host", pt_stanza_name(st));
+    hooks_run(h, route, origin, st);        /* unhandled messages and presence to the host are dropped */
+}
+
+/* RFC 6121 8.5.2: a message to a bare JID goes to the available resources with
+ * non-negative priority (all of them, as most servers do for chat). */
+static void
+deliver_message_bare(struct host *h, struct pt_stanza *st, struct pt_session *origin, int exists)
+{
+    const char *type = pt_stanza_type(st);
+    if (!exists) {
+        if (strcmp(type, "error") != 0 && strcmp(type, "headline") != 0)
+            router_bounce(h->srv, st, "cancel", "service-unavailable", NULL);
+        return;
+    }
+    if (strcmp(type, "groupchat") == 0) {
+        router_bounce(h->srv, st, "cancel", "service-unavailable", NULL);
+        return;
+    }
+    int delivered = 0;
+    for (struct pt_session *s = sessions_of(h->srv, st->to.bare); s; s = s->user_next)
+        if (s->available && s->priority >= 0 && session_send(s, st) == 0)
+            delivered++;
+    if (delivered)
+        return;
+    if (strcmp(type, "error") == 0)
+        return;
+    if (hooks_run(h, "message/offline", origin, st) == PT_HANDLED)
+        return;
+    if (strcmp(type, "headline") != 0)
+        router_bounce(h->srv, st, "cancel", "service-unavailable", NULL);
+}
+
+static int
+account_exists(struct server *srv, const char *bare)
+{
+    if (sessions_of(srv, bare))
+        return 1;
+    struct account a;
+    int rc = store_account_get(srv->store, bare, &a);
+    OPENSSL_cleanse(&a, sizeof a);
+    return rc == 0;
+}
+
+static void
+deliver_bare(struct host *h, struct pt_stanza *st, struct pt_session *origin)
+{
+    char route[600];
+    const char *kind = pt_stanza_name(st);
+    if (stanza_is_kind(st, "iq")) {
+        if (iq_route(route, sizeof route, st, "bare") < 0) {
+            router_bounce(h->srv, st, "modify", "bad-request", NULL);
+            return;
+        }
+        if (hooks_run(h, route, origin, st) == PT_HANDLED)
+            return;
+        if (is_type(st, "get") || is_type(st, "set"))
+            router_bounce(h->srv, st, "cancel", "service-unavailable", NULL);
+        return;
+    }
+    snprintf(route, sizeof route, "%s/bare", kind);
+    if (hooks_run(h, route, origin, st) == PT_HANDLED)
+        return;
+    int exists = account_exists(h->srv, st->to.bare);
+    if (stanza_is_kind(st, "message")) {
+        deliver_message_bare(h, st, origin, exists);
+        return;
+    }
+    /* presence: to every available resource (subscriptions and probes are the roster's) */
+    if (!exists)
+        return;
+    const char *type = pt_stanza_type(st);
+    if (strcmp(type, "probe") == 0)
+        return;
+    for (struct pt_session *s = sessions_of(h->srv, st->to.bare); s; s = s->user_next)
+        if (s->available)
+            session_send(s, st);
+}
+
+static void
+deliver_full(struct host *h, struct pt_stanza *st, struct pt_session *origin)
+{
+    char route[64];
+    snprintf(route, sizeof route, "%s/full", pt_stanza_name(st));
+    if (hooks_run(h, route, origin, st) == PT_HANDLED)
+        return;
+    if (stanza_is_kind(st, "iq") && iq_route(route, sizeof route, st, "full") == 0 &&
+        hooks_exist(h, route) && hooks_run(h, route, origin, st) == PT_HANDLED)
+        return;
+    struct pt_session *s = session_find(h->srv, &st->to);
+    if (s) {
+        session_send(s, st);
+        return;
+    }
+    /* RFC 6121 8.5.3.2: no such resource */
+    if (stanza_is_kind(st, "message")) {
+        const char *type = pt_stanza_type(st);
+        if (strcmp(type, "groupchat") == 0)
+            router_bounce(h->srv, st, "cancel", "service-unavailable", NULL);
+        else if (strcmp(type, "error") != 0)
+            deliver_message_bare(h, st, origin, account_exists(h->srv, st->to.bare));
+        return;
+    }
+    if (stanza_is_kind(st, "iq")) {
+        router_bounce(h->srv, st, "cancel", "service-unavailable", NULL);
+        return;
+    }
+    const char *type = pt_stanza_type(st);
+    if (strncmp(type, "subscri", 7) == 0 || strncmp(type, "unsubscri", 9) == 0)
+        deliver_bare(h, st, origin);
+}
+
+void
+router_route(struct server *srv, struct pt_stanza *st, struct pt_session *origin)
+{
+    if (stanza_is_kind(st, "iq") && !iq_valid(st)) {
+        router_bounce(srv, st, "modify", "bad-request", NULL);
+        return;
+    }
+    if (origin) {
+        char route[32];
+        snprintf(route, sizeof route, "pre-%s", pt_stanza_name(st));
+        if (hooks_run(origin->host, route, origin, st) == PT_HANDLED)
+            return;
+    }
+    if (st->to.domain == NULL) {
+        log_debug("router: %s without a destination dropped", pt_stanza_name(st));
+        return;
+    }
+    struct host *h = server_host(srv, st->to.domain);
+    if (h == NULL) {
+        struct host *from_host = origin ? origin->host : (st->from.domain ? server_host(srv, st->from.domain) : NULL);
+        if (from_host && hooks_run(from_host, "route/remote", origin, st) == PT_HANDLED)
+            return;
+        router_bounce(srv, st, "cancel", "remote-server-not-found", NULL);
+        return;
+    }
+    if (st->to.node[0] == '\0') {
+        if (st->to.resource == NULL) {
+            deliver_host(h, st, origin);
+            return;
+        }
+        /* domain/resource: nothing lives there yet */
+        if (stanza_is_kind(st, "iq") && (is_type(st, "get") || is_type(st, "set")))
+            router_bounce(srv, st, "cancel", "service-unavailable", NULL);
+        return;
+    }
+    if (st->to.resource == NULL)
+        deliver_bare(h, st, origin);
+    else
+        deliver_full(h, st, origin);
+}
+
+/* ---- module API ----------------------------------------------------------------- */
+
+int
+pt_send(struct pt_mod *m, struct pt_stanza *st)
+{
+    router_route(m->srv, st, NULL);
+    return 0;
+}
+
+int
+pt_reply_result(struct pt_mod *m, const struct pt_stanza *req, const struct xml_node *payload)
+{
+    struct pt_stanza *r = pt_stanza_reply(req, "result");
+    if (r == NULL)
+        return PT_ENOMEM;
+    if (r->from.full == NULL && req->from.bare)
+        stanza_set_from(r, req->from.bare);
+    if (payload) {
+        struct xml_node *c = xml_copy(r->xml->arena, payload);
+        if (c == NULL) {
+            pt_stanza_unref(&r);
+            return PT_ENOMEM;
+        }
+        xml_append(r->xml, c);
+    }
+    router_route(m->srv, r, NULL);
+    pt_stanza_unref(&r);
+    return 0;
+}
+
+int
+pt_reply_error(struct pt_mod *m, const struct pt_stanza *req, const char *type, const char *condition,
+               const char *text)
+{
+    router_bounce(m->srv, req, type, condition, text);
+    return 0;
+}

@@ -1,0 +1,360 @@
+/* server.c — start-up, the loop, shutdown; see server.h */
+#include "config.h"
+#include "server.h"
+#include "c2s.h"
+#include "control.h"
+#include "log.h"
+#include "module.h"
+#include "session.h"
+#include "tls.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define AUTH_FAIL_FORGET_MS (10 * 60 * 1000)
+#define AUTH_MAX_DELAY_MS   30000
+
+struct auth_fail {
+    unsigned count;
+    uint64_t last_ms;
+};
+
+struct host *
+server_host(struct server *srv, const char *domain)
+{
+    for (size_t i = 0; i < srv->nhosts; i++)
+        if (strcmp(srv->hosts[i]->name, domain) == 0)
+            return srv->hosts[i];
+    return NULL;
+}
+
+void server_wake(struct server *srv) { (void)srv; }
+
+void
+server_end_turn(struct server *srv)
+{
+    if (store_pending(srv->store))
+        store_commit(srv->store);
+    session_reap_all(srv);
+}
+
+/* ---- failed logins ---------------------------------------------------------------- */
+
+void
+server_auth_failed(struct server *srv, const char *addr)
+{
+    struct auth_fail *f = hash_get(srv->auth_fail, addr);
+    if (f == NULL) {
+        f = calloc(1, sizeof *f);
+        if (f == NULL || hash_put(srv->auth_fail, addr, f) < 0) {
+            free(f);
+            return;
+        }
+    }
+    f->count++;
+    f->last_ms = pt_now_ms();
+    if (f->count == srv->conf->auth_fail_limit)
+        log_warnx("auth: %u failed logins from %s: slowing it down", f->count, addr);
+}
+
+void
+server_auth_ok(struct server *srv, const char *addr)
+{
+    struct auth_fail *f = hash_get(srv->auth_fail, addr);
+    /* a success does not wipe a brute-force record, it only stops it growing */
+    if (f && f->count < srv->conf->auth_fail_limit)
+        free(hash_del(srv->auth_fail, addr));
+}
+
+unsigned
+server_auth_delay_ms(struct server *srv, const char *addr)
+{
+    struct auth_fail *f = hash_get(srv->auth_fail, addr);
+    if (f == NULL || f->count < srv->conf->auth_fail_limit)
+        return 0;
+    unsigned over = f->count - srv->conf->auth_fail_limit;
+    unsigned ms = over >= 5 ? AUTH_MAX_DELAY_MS : 1000u << over;
+    return ms > AUTH_MAX_DELAY_MS ? AUTH_MAX_DELAY_MS : ms;
+}
+
+struct gc_ctx {
+    struct server *srv;
+    uint64_t now;
+    char *victims[64];
+    size_t n;
+};
+
+static int
+gc_collect(void *arg, const char *key, void *value)
+{
+    struct gc_ctx *g = arg;
+    struct auth_fail *f = value;
+    if (g->now - f->last_ms > AUTH_FAIL_FORGET_MS && g->n < 64)
+        g->victims[g->n++] = strdup(key);
+    return g->n == 64;
+}
+
+static void
+auth_fail_gc(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct gc_ctx g = { arg, pt_now_ms(), { 0 }, 0 };
+    hash_foreach(g.srv->auth_fail, gc_collect, &g);
+    for (size_t i = 0; i < g.n; i++) {
+        if (g.victims[i])
+            free(hash_del(g.srv->auth_fail, g.victims[i]));
+        free(g.victims[i]);
+    }
+}
+
+/* ---- listeners ------------------------------------------------------------------- */
+
+static void
+accept_cb(struct evconnlistener *ev, evutil_socket_t fd, struct sockaddr *addr, int len, void *arg)
+{
+    (void)ev;
+    struct listener *l = arg;
+    if (l->srv->stopping) {
+        evutil_closesocket(fd);
+        return;
+    }
+    c2s_accept(l, fd, addr, len);
+}
+
+static void
+relisten(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    evconnlistener_enable(arg);
+}
+
+static void
+accept_error_cb(struct evconnlistener *ev, void *arg)
+{
+    (void)ev;
+    struct listener *l = arg;
+    int err = EVUTIL_SOCKET_ERROR();
+    log_warnx("listener %s:%u: accept: %s", l->conf->addr, l->conf->port, evutil_socket_error_to_string(err));
+    /* EMFILE and friends: pause briefly instead of spinning */
+    if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+        evconnlistener_disable(l->ev);
+        struct timeval tv = { 1, 0 };
+        event_base_once(l->srv->base, -1, EV_TIMEOUT, relisten, l->ev, &tv);
+    }
+}
+
+static void
+open_listener(struct server *srv, struct listener *l)
+{
+    const struct conf_listen *c = l->conf;
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE },
+                    *res = NULL;
+    char port[8];
+    snprintf(port, sizeof port, "%u", c->port);
+    const char *addr = strcmp(c->addr, "*") == 0 ? NULL : c->addr;
+    int rc = getaddrinfo(addr, port, &hints, &res);
+    if (rc != 0)
+        fatalx("listen %s:%u: %s", c->addr, c->port, gai_strerror(rc));
+    l->srv = srv;
+    l->ev = evconnlistener_new_bind(srv->base, accept_cb, l,
+                                    LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
+                                    4096, res->ai_addr, (int)res->ai_addrlen);
+    freeaddrinfo(res);
+    if (l->ev == NULL)
+        fatal("listen %s:%u", c->addr, c->port);
+    evconnlistener_set_error_cb(l->ev, accept_error_cb);
+    log_info("listening on %s:%u (c2s, %s)", c->addr, c->port,
+             c->tls == LISTEN_DIRECT_TLS ? "direct TLS" : "STARTTLS");
+}
+
+/* ---- hosts -------------------------------------------------------------------------- */
+
+static SSL_CTX *
+sni_lookup(void *arg, const char *name)
+{
+    struct server *srv = arg;
+    char prepped[1024];
+    if (jid_nameprep(name, prepped, sizeof prepped) < 0)
+        return NULL;
+    struct host *h = server_host(srv, prepped);
+    return h ? h->ssl_ctx : NULL;
+}
+
+static void
+setup_host(struct server *srv, struct host *h, const struct conf_host *c)
+{
+    h->srv = srv;
+    h->conf = c;
+    h->name = c->name;
+    char cert[4200], key[4200], err[512];
+    if (c->certificate) {
+        snprintf(cert, sizeof cert, "%s", c->certificate);
+        snprintf(key, sizeof key, "%s", c->key);
+    } else {
+        char dir[4096];
+        snprintf(dir, sizeof dir, "%s/certs", srv->conf->data_dir);
+        if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+            fatal("mkdir %s", dir);
+        snprintf(cert, sizeof cert, "%s/%s.crt", dir, c->name);
+        snprintf(key, sizeof key, "%s/%s.key", dir, c->name);
+        if (access(cert, R_OK) != 0) {
+            if (tls_make_selfsigned(c->name, cert, key, err, sizeof err) < 0)
+                fatalx("host %s: cannot make a self-signed certificate: %s", c->name, err);
+            log_warnx("host %s: made a self-signed certificate %s (for development only)", c->name, cert);
+        }
+    }
+    h->ssl_ctx = tls_ctx_new(cert, key, err, sizeof err);
+    if (h->ssl_ctx == NULL)
+        fatalx("host %s: TLS: %s", c->name, err);
+    if (modules_load(h) < 0)
+        fatalx("host %s: modules failed to load", c->name);
+    log_info("host %s: ready (%zu modules)", h->name, h->nmods);
+}
+
+/* ---- signals ------------------------------------------------------------------------- */
+
+static void
+stop_cb(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    struct server *srv = arg;
+    if (srv->stopping) {
+        log_warnx("second signal: exiting now");
+        event_base_loopbreak(srv->base);
+        return;
+    }
+    log_info("signal %d: shutting down", (int)sig);
+    srv->stopping = 1;
+    for (size_t i = 0; i < srv->nlisteners; i++)
+        evconnlistener_disable(srv->listeners[i].ev);
+    for (struct pt_session *s = srv->lru_head; s; s = s->lru_next)
+        if (!s->closing)
+            s->ops->close(s, "system-shutdown");
+    struct timeval tv = { 0, 300000 };
+    event_base_loopexit(srv->base, &tv);
+}
+
+/* ---- lifecycle ----------------------------------------------------------------------- */
+
+void
+server_init(struct server *srv, struct conf *conf)
+{
+    memset(srv, 0, sizeof *srv);
+    srv->conf = conf;
+    srv->limits.max_stanza = conf->max_stanza;
+    srv->limits.max_depth = conf->max_depth;
+    srv->limits.max_attrs = conf->max_attrs;
+    signal(SIGPIPE, SIG_IGN);
+
+    if (mkdir(conf->data_dir, 0700) < 0 && errno != EEXIST)
+        fatal("cannot create the data folder %s", conf->data_dir);
+    char path[4096], err[512];
+    snprintf(path, sizeof path, "%s/store", conf->data_dir);
+    if (store_open(&srv->store, path, conf->store_map_size, err, sizeof err) < 0)
+        fatalx("%s", err);
+
+    struct event_config *ec = event_config_new();
+    if (ec == NULL)
+        fatalx("event_config_new");
+    event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
+    srv->base = event_base_new_with_config(ec);
+    event_config_free(ec);
+    if (srv->base == NULL)
+        fatalx("cannot create the event loop");
+
+    srv->users = hash_new(1024);
+    srv->auth_fail = hash_new(64);
+    if (srv->users == NULL || srv->auth_fail == NULL)
+        fatalx("out of memory");
+    srv->auth_fail_gc = event_new(srv->base, -1, EV_PERSIST, auth_fail_gc, srv);
+    struct timeval gc = { 60, 0 };
+    if (srv->auth_fail_gc == NULL || event_add(srv->auth_fail_gc, &gc) < 0)
+        fatalx("timer");
+
+    srv->nhosts = conf->nhosts;
+    srv->hosts = calloc(conf->nhosts, sizeof *srv->hosts);
+    if (srv->hosts == NULL)
+        fatalx("out of memory");
+    for (size_t i = 0; i < conf->nhosts; i++) {
+        srv->hosts[i] = calloc(1, sizeof *srv->hosts[i]);
+        if (srv->hosts[i] == NULL)
+            fatalx("out of memory");
+        setup_host(srv, srv->hosts[i], &conf->hosts[i]);
+    }
+    tls_set_sni(srv->hosts[0]->ssl_ctx, sni_lookup, srv);
+
+    srv->nlisteners = conf->nlisten;
+    srv->listeners = calloc(conf->nlisten, sizeof *srv->listeners);
+    if (srv->listeners == NULL)
+        fatalx("out of memory");
+    for (size_t i = 0; i < conf->nlisten; i++) {
+        srv->listeners[i].conf = &conf->listen[i];
+        open_listener(srv, &srv->listeners[i]);
+    }
+    if (control_open(srv) < 0)
+        fatalx("cannot open the control socket in %s", conf->data_dir);
+
+    int sigs[3] = { SIGINT, SIGTERM, SIGHUP };
+    for (int i = 0; i < 2; i++) {
+        srv->sigs[i] = evsignal_new(srv->base, sigs[i], stop_cb, srv);
+        if (srv->sigs[i] == NULL || event_add(srv->sigs[i], NULL) < 0)
+            fatalx("signal handler");
+    }
+}
+
+void
+server_run(struct server *srv)
+{
+    log_info("petrel %s running", PACKAGE_VERSION);
+    /* one turn at a time, so that the group commit and deferred frees run
+     * after every batch of events, however busy the loop is */
+    for (;;) {
+        int rc = event_base_loop(srv->base, EVLOOP_ONCE);
+        server_end_turn(srv);
+        if (rc != 0 || event_base_got_exit(srv->base) || event_base_got_break(srv->base))
+            break;
+    }
+}
+
+void
+server_fini(struct server *srv)
+{
+    /* sessions first: their ENDED events still see the modules */
+    for (struct pt_session *s = srv->lru_head; s; s = s->lru_next)
+        if (!s->reaped) {
+            s->closing = 1;
+            session_reap(s);
+        }
+    server_end_turn(srv);
+    control_close(srv);
+    for (size_t i = 0; i < srv->nlisteners; i++)
+        if (srv->listeners[i].ev)
+            evconnlistener_free(srv->listeners[i].ev);
+    free(srv->listeners);
+    for (size_t i = 0; i < srv->nhosts; i++) {
+        modules_unload(srv->hosts[i]);
+        SSL_CTX_free(srv->hosts[i]->ssl_ctx);
+        free(srv->hosts[i]);
+    }
+    free(srv->hosts);
+    for (int i = 0; i < 3; i++)
+        if (srv->sigs[i])
+            event_free(srv->sigs[i]);
+    if (srv->auth_fail_gc)
+        event_free(srv->auth_fail_gc);
+    hash_free(&srv->users, NULL);
+    hash_free(&srv->auth_fail, free);
+    store_close(&srv->store);
+    event_base_free(srv->base);
+    log_info("stopped");
+}

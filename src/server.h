@@ -1,0 +1,79 @@
+/* server.h — the one server: its loop, hosts, sessions, store.
+ *
+ * struct server is owned by main() and lives until exit. Hosts are made at
+ * start-up from the config and live as long. Everything here runs on the one
+ * event loop thread. */
+#ifndef PT_SERVER_H
+#define PT_SERVER_H
+
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <openssl/ssl.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "conf.h"
+#include "hash.h"
+#include "petrel.h"
+#include "store.h"
+#include "xml.h"
+
+struct hook_list;
+struct control;
+
+struct host {
+    struct server *srv;
+    const struct conf_host *conf;
+    const char *name;
+    SSL_CTX *ssl_ctx;
+    struct pt_mod **mods;
+    size_t nmods;
+    struct hash *hooks;                   /* route -> struct hook_list */
+    struct hook_list *events[PT_EV__COUNT];
+};
+
+struct listener {
+    struct server *srv;
+    const struct conf_listen *conf;
+    struct evconnlistener *ev;
+};
+
+struct server {
+    struct event_base *base;
+    struct conf *conf;
+    struct store *store;
+    struct host **hosts;
+    size_t nhosts;
+    struct listener *listeners;
+    size_t nlisteners;
+    struct xml_limits limits;
+
+    struct hash *users;                   /* bare JID -> first bound local session */
+    struct pt_session *lru_head, *lru_tail;   /* all connections, least recently active first */
+    size_t nconns, nbound;
+    struct pt_session *reap;              /* closed sessions waiting to be freed */
+    struct hash *auth_fail;               /* peer address -> struct auth_fail */
+    struct event *auth_fail_gc;
+    struct event *sigs[3];
+    struct control *control;
+    uint64_t next_id;
+    int stopping;
+};
+
+/* start-up (fatal on error) and shutdown */
+void server_init(struct server *srv, struct conf *conf);
+void server_run(struct server *srv);
+void server_fini(struct server *srv);
+
+struct host *server_host(struct server *srv, const char *domain);
+/* The end-of-turn work (group commit, deferred frees) runs after every loop turn;
+ * server_wake() is kept for callers outside a turn (it is a no-op inside one). */
+void server_wake(struct server *srv);
+void server_end_turn(struct server *srv);
+
+/* failed logins, per peer address */
+void     server_auth_failed(struct server *srv, const char *addr);
+void     server_auth_ok(struct server *srv, const char *addr);
+unsigned server_auth_delay_ms(struct server *srv, const char *addr);
+
+#endif

@@ -1,0 +1,478 @@
+/* store.c — see store.h and schemas/ */
+#include "config.h"
+#include "store.h"
+#include "log.h"
+#include "petrel.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <openssl/crypto.h>
+
+#define MAX_DBS 64
+
+struct commit_cb {
+    store_commit_fn fn;
+    void *arg;
+};
+
+struct store {
+    MDB_env *env;
+    MDB_txn *wtxn;
+    struct commit_cb *cbs;
+    size_t ncbs, capcbs;
+    struct { char *name; MDB_dbi dbi; } dbs[MAX_DBS];
+    size_t ndbs;
+    void (*wakeup)(void *);
+    void *wakeup_arg;
+};
+
+MDB_env *store_env(struct store *s) { return s->env; }
+
+int
+store_dbi(struct store *s, const char *name, MDB_dbi *out)
+{
+    for (size_t i = 0; i < s->ndbs; i++)
+        if (strcmp(s->dbs[i].name, name) == 0) {
+            *out = s->dbs[i].dbi;
+            return 0;
+        }
+    if (s->ndbs == MAX_DBS)
+        return PT_ESTORE;
+    /* opening a dbi needs a txn that commits before others use the handle */
+    if (s->wtxn) {
+        int rc = store_commit(s);
+        if (rc < 0)
+            return rc;
+    }
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    if (rc != 0) {
+        log_warnx("store: cannot begin a transaction: %s", mdb_strerror(rc));
+        return PT_ESTORE;
+    }
+    MDB_dbi dbi;
+    rc = mdb_dbi_open(txn, name, MDB_CREATE, &dbi);
+    if (rc == 0)
+        rc = mdb_txn_commit(txn);
+    else
+        mdb_txn_abort(txn);
+    if (rc != 0) {
+        log_warnx("store: cannot open database %s: %s", name, mdb_strerror(rc));
+        return PT_ESTORE;
+    }
+    s->dbs[s->ndbs].name = strdup(name);
+    if (s->dbs[s->ndbs].name == NULL)
+        return PT_ENOMEM;
+    s->dbs[s->ndbs++].dbi = dbi;
+    *out = dbi;
+    return 0;
+}
+
+static int
+read_version(struct store *s, MDB_txn *txn, MDB_dbi meta, uint32_t *ver)
+{
+    MDB_val k = { 14, "schema_version" }, v;
+    int rc = mdb_get(txn, meta, &k, &v);
+    if (rc == MDB_NOTFOUND) {
+        *ver = 0;
+        return 0;
+    }
+    if (rc != 0 || v.mv_size != 4)
+        return -1;
+    const unsigned char *p = v.mv_data;
+    *ver = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+    (void)s;
+    return 0;
+}
+
+static int
+write_version(MDB_txn *txn, MDB_dbi meta, uint32_t ver)
+{
+    unsigned char b[4] = { ver >> 24, ver >> 16, ver >> 8, ver };
+    MDB_val k = { 14, "schema_version" }, v = { 4, b };
+    return mdb_put(txn, meta, &k, &v, 0);
+}
+
+/* Migrations: migrate[n] takes a store at version n to n + 1. */
+typedef int (*migrate_fn)(MDB_txn *txn);
+static int
+migrate_0_to_1(MDB_txn *txn)
+{
+    /* version 1: the "accounts" database (schemas/accounts.md) */
+    MDB_dbi dbi;
+    return mdb_dbi_open(txn, "accounts", MDB_CREATE, &dbi);
+}
+static const migrate_fn migrations[STORE_SCHEMA_VERSION] = { migrate_0_to_1 };
+
+int
+store_open(struct store **out, const char *dir, size_t map_size, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+        snprintf(err, errlen, "cannot create %s: %s", dir, strerror(errno));
+        return PT_ESTORE;
+    }
+    struct store *s = calloc(1, sizeof *s);
+    if (s == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return PT_ENOMEM;
+    }
+    int rc = mdb_env_create(&s->env);
+    if (rc == 0)
+        rc = mdb_env_set_maxdbs(s->env, MAX_DBS);
+    if (rc == 0)
+        rc = mdb_env_set_mapsize(s->env, map_size);
+    if (rc == 0)
+        rc = mdb_env_set_maxreaders(s->env, 126);
+    if (rc == 0)
+        rc = mdb_env_open(s->env, dir, MDB_NOTLS, 0600);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot open the store in %s: %s", dir, mdb_strerror(rc));
+        store_close(&s);
+        return PT_ESTORE;
+    }
+    MDB_txn *txn;
+    MDB_dbi meta;
+    uint32_t ver = 0;
+    rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &meta);
+    if (rc == 0 && read_version(s, txn, meta, &ver) < 0)
+        rc = MDB_CORRUPTED;
+    if (rc == 0 && ver > STORE_SCHEMA_VERSION) {
+        mdb_txn_abort(txn);
+        snprintf(err, errlen,
+                 "the store in %s has schema version %u, newer than this petrel's %u: "
+                 "run a newer petrel or restore a backup", dir, ver, STORE_SCHEMA_VERSION);
+        store_close(&s);
+        return PT_ESTORE;
+    }
+    for (uint32_t v = ver; rc == 0 && v < STORE_SCHEMA_VERSION; v++) {
+        rc = migrations[v](txn);
+        if (rc == 0)
+            rc = write_version(txn, meta, v + 1);
+        if (rc == 0)
+            log_info("store: migrated %s from schema version %u to %u", dir, v, v + 1);
+    }
+    if (rc == 0)
+        rc = mdb_txn_commit(txn);
+    else if (txn)
+        mdb_txn_abort(txn);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot initialise the store in %s: %s", dir, mdb_strerror(rc));
+        store_close(&s);
+        return PT_ESTORE;
+    }
+    *out = s;
+    return 0;
+}
+
+void
+store_close(struct store **sp)
+{
+    struct store *s = *sp;
+    if (s == NULL)
+        return;
+    if (s->wtxn)
+        store_commit(s);
+    for (size_t i = 0; i < s->ndbs; i++)
+        free(s->dbs[i].name);
+    free(s->cbs);
+    if (s->env)
+        mdb_env_close(s->env);
+    free(s);
+    *sp = NULL;
+}
+
+void
+store_set_wakeup(struct store *s, void (*fn)(void *), void *arg)
+{
+    s->wakeup = fn;
+    s->wakeup_arg = arg;
+}
+
+MDB_txn *
+store_wtxn(struct store *s)
+{
+    if (s->wtxn)
+        return s->wtxn;
+    int rc = mdb_txn_begin(s->env, NULL, 0, &s->wtxn);
+    if (rc != 0) {
+        log_warnx("store: cannot begin a write transaction: %s", mdb_strerror(rc));
+        s->wtxn = NULL;
+        return NULL;
+    }
+    if (s->wakeup)
+        s->wakeup(s->wakeup_arg);
+    return s->wtxn;
+}
+
+int store_pending(const struct store *s) { return s->wtxn != NULL; }
+
+int
+store_on_commit(struct store *s, store_commit_fn fn, void *arg)
+{
+    if (s->ncbs == s->capcbs) {
+        size_t n = s->capcbs ? s->capcbs * 2 : 16;
+        struct commit_cb *c = realloc(s->cbs, n * sizeof *c);
+        if (c == NULL)
+            return PT_ENOMEM;
+        s->cbs = c;
+        s->capcbs = n;
+    }
+    s->cbs[s->ncbs++] = (struct commit_cb){ fn, arg };
+    return 0;
+}
+
+int
+store_commit(struct store *s)
+{
+    int ok = 1;
+    if (s->wtxn) {
+        int rc = mdb_txn_commit(s->wtxn);
+        s->wtxn = NULL;
+        if (rc != 0) {
+            log_error("store: commit failed: %s", mdb_strerror(rc));
+            ok = 0;
+        }
+    }
+    /* callbacks may queue more work; run the ones we have */
+    size_t n = s->ncbs;
+    struct commit_cb *cbs = s->cbs;
+    s->cbs = NULL;
+    s->ncbs = s->capcbs = 0;
+    for (size_t i = 0; i < n; i++)
+        cbs[i].fn(cbs[i].arg, ok);
+    free(cbs);
+    return ok ? 0 : PT_ESTORE;
+}
+
+int
+store_read_begin(struct store *s, MDB_txn **txn)
+{
+    if (s->wtxn) {
+        *txn = s->wtxn;
+        return 0;
+    }
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, txn);
+    if (rc != 0) {
+        log_warnx("store: cannot begin a read transaction: %s", mdb_strerror(rc));
+        return PT_ESTORE;
+    }
+    return 0;
+}
+
+void
+store_read_end(struct store *s, MDB_txn **txn)
+{
+    if (*txn && *txn != s->wtxn)
+        mdb_txn_abort(*txn);
+    *txn = NULL;
+}
+
+/* ---- accounts ------------------------------------------------------------------
+ * key: domain NUL node, so that one domain's accounts are one cursor range.
+ * value: version byte (1), created (8, big-endian), flags (4), then per hash
+ * (SHA-1, SHA-256, SHA-512): iterations (4), salt_len (1), salt, stored_key, server_key
+ * with key lengths given by the hash. See schemas/accounts.md. */
+
+#define ACCOUNT_REC_VERSION 1
+#define ACCOUNT_KEY_MAX (2 * 1024 + 2)
+
+/* "node@domain" -> "domain\0node"; 0 or PT_EINVAL */
+static int
+account_key(const char *bare, char *buf, MDB_val *k)
+{
+    const char *at = strchr(bare, '@');
+    size_t blen = strlen(bare);
+    if (at == NULL || at == bare || blen + 1 > ACCOUNT_KEY_MAX)
+        return PT_EINVAL;
+    size_t nlen = (size_t)(at - bare), dlen = blen - nlen - 1;
+    memcpy(buf, at + 1, dlen);
+    buf[dlen] = '\0';
+    memcpy(buf + dlen + 1, bare, nlen);
+    k->mv_data = buf;
+    k->mv_size = dlen + 1 + nlen;
+    return 0;
+}
+
+static void put_u32(unsigned char *p, uint32_t v) { p[0] = v >> 24; p[1] = v >> 16; p[2] = v >> 8; p[3] = v; }
+static uint32_t get_u32(const unsigned char *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
+
+static size_t
+account_encode(const struct account *a, unsigned char *buf)
+{
+    unsigned char *p = buf;
+    *p++ = ACCOUNT_REC_VERSION;
+    put_u32(p, (uint32_t)(a->created >> 32));
+    put_u32(p + 4, (uint32_t)a->created);
+    p += 8;
+    put_u32(p, a->flags);
+    p += 4;
+    for (int h = 0; h < SASL_HASH_COUNT; h++) {
+        const struct sasl_creds *c = &a->creds[h];
+        size_t kl = sasl_hash_len((enum sasl_hash)h);
+        put_u32(p, c->iterations);
+        p += 4;
+        *p++ = c->salt_len;
+        memcpy(p, c->salt, c->salt_len);
+        p += c->salt_len;
+        memcpy(p, c->stored_key, kl);
+        p += kl;
+        memcpy(p, c->server_key, kl);
+        p += kl;
+    }
+    return (size_t)(p - buf);
+}
+
+static int
+account_decode(const unsigned char *p, size_t len, struct account *a)
+{
+    const unsigned char *end = p + len;
+    memset(a, 0, sizeof *a);
+    if (len < 13 || p[0] != ACCOUNT_REC_VERSION)
+        return PT_ESTORE;
+    a->created = (uint64_t)get_u32(p + 1) << 32 | get_u32(p + 5);
+    a->flags = get_u32(p + 9);
+    p += 13;
+    for (int h = 0; h < SASL_HASH_COUNT; h++) {
+        struct sasl_creds *c = &a->creds[h];
+        size_t kl = sasl_hash_len((enum sasl_hash)h);
+        if (end - p < 5)
+            return PT_ESTORE;
+        c->iterations = get_u32(p);
+        c->salt_len = p[4];
+        p += 5;
+        if (c->salt_len > SASL_MAX_SALT || (size_t)(end - p) < c->salt_len + 2 * kl)
+            return PT_ESTORE;
+        memcpy(c->salt, p, c->salt_len);
+        p += c->salt_len;
+        memcpy(c->stored_key, p, kl);
+        p += kl;
+        memcpy(c->server_key, p, kl);
+        p += kl;
+    }
+    return 0;
+}
+
+int
+store_account_get(struct store *s, const char *bare, struct account *out)
+{
+    MDB_dbi dbi;
+    MDB_txn *txn;
+    int rc = store_dbi(s, "accounts", &dbi);
+    if (rc < 0 || (rc = store_read_begin(s, &txn)) < 0)
+        return rc;
+    char kb[ACCOUNT_KEY_MAX];
+    MDB_val k, v;
+    if (account_key(bare, kb, &k) < 0) {
+        store_read_end(s, &txn);
+        return PT_ENOTFOUND;
+    }
+    int mrc = mdb_get(txn, dbi, &k, &v);
+    if (mrc == MDB_NOTFOUND)
+        rc = PT_ENOTFOUND;
+    else if (mrc != 0)
+        rc = PT_ESTORE;
+    else
+        rc = account_decode(v.mv_data, v.mv_size, out);
+    store_read_end(s, &txn);
+    return rc;
+}
+
+int
+store_account_put(struct store *s, const char *bare, const struct account *a, int replace)
+{
+    MDB_dbi dbi;
+    char kb[ACCOUNT_KEY_MAX];
+    MDB_val k;
+    int rc = store_dbi(s, "accounts", &dbi);
+    if (rc < 0)
+        return rc;
+    if (account_key(bare, kb, &k) < 0)
+        return PT_EINVAL;
+    MDB_txn *txn = store_wtxn(s);
+    if (txn == NULL)
+        return PT_ESTORE;
+    unsigned char buf[13 + SASL_HASH_COUNT * (5 + SASL_MAX_SALT + 2 * SASL_MAX_KEY)];
+    MDB_val v = { account_encode(a, buf), buf };
+    int mrc = mdb_put(txn, dbi, &k, &v, replace ? 0 : MDB_NOOVERWRITE);
+    OPENSSL_cleanse(buf, sizeof buf);
+    if (mrc == MDB_KEYEXIST)
+        return PT_EEXIST;
+    if (mrc != 0) {
+        log_warnx("store: cannot write account %s: %s", bare, mdb_strerror(mrc));
+        return PT_ESTORE;
+    }
+    return 0;
+}
+
+int
+store_account_del(struct store *s, const char *bare)
+{
+    MDB_dbi dbi;
+    char kb[ACCOUNT_KEY_MAX];
+    MDB_val k;
+    int rc = store_dbi(s, "accounts", &dbi);
+    if (rc < 0)
+        return rc;
+    if (account_key(bare, kb, &k) < 0)
+        return PT_ENOTFOUND;
+    MDB_txn *txn = store_wtxn(s);
+    if (txn == NULL)
+        return PT_ESTORE;
+    int mrc = mdb_del(txn, dbi, &k, NULL);
+    if (mrc == MDB_NOTFOUND)
+        return PT_ENOTFOUND;
+    return mrc == 0 ? 0 : PT_ESTORE;
+}
+
+int
+store_account_list(struct store *s, const char *domain, int (*fn)(void *, const char *), void *arg)
+{
+    MDB_dbi dbi;
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    int rc = store_dbi(s, "accounts", &dbi);
+    if (rc < 0 || (rc = store_read_begin(s, &txn)) < 0)
+        return rc;
+    if (mdb_cursor_open(txn, dbi, &cur) != 0) {
+        store_read_end(s, &txn);
+        return PT_ESTORE;
+    }
+    size_t dlen = strlen(domain);
+    MDB_val k = { dlen + 1, (void *)domain }, v;     /* domain NUL: the range's first key */
+    char bare[ACCOUNT_KEY_MAX];
+    int op = MDB_SET_RANGE;
+    while (mdb_cursor_get(cur, &k, &v, op) == 0) {
+        op = MDB_NEXT;
+        if (k.mv_size <= dlen + 1 || k.mv_size >= sizeof bare ||
+            memcmp(k.mv_data, domain, dlen) != 0 || ((char *)k.mv_data)[dlen] != '\0')
+            break;
+        size_t nlen = k.mv_size - dlen - 1;
+        memcpy(bare, (char *)k.mv_data + dlen + 1, nlen);
+        bare[nlen] = '@';
+        memcpy(bare + nlen + 1, domain, dlen + 1);
+        if (fn(arg, bare))
+            break;
+    }
+    mdb_cursor_close(cur);
+    store_read_end(s, &txn);
+    return 0;
+}
+
+int
+account_make(struct account *a, const char *password, uint32_t iterations)
+{
+    memset(a, 0, sizeof *a);
+    a->created = (uint64_t)time(NULL);
+    for (int h = 0; h < SASL_HASH_COUNT; h++)
+        if (sasl_creds_make((enum sasl_hash)h, password, iterations, &a->creds[h]) < 0)
+            return PT_EINVAL;
+    return 0;
+}

@@ -1,0 +1,61 @@
+/* store.h — the LMDB environment: named databases, group commit, schema version.
+ *
+ * One environment in <data_dir>/store. The server opens one write transaction
+ * lazily per loop turn (store_wtxn) and commits it once at the end of the turn
+ * (store_commit, driven by the server's low-priority commit event). Work that
+ * must not be acknowledged before it is durable registers store_on_commit():
+ * the callback runs after the commit with ok = 1, or ok = 0 if it failed.
+ * Other processes (petrelctl) may write at the same time: LMDB serializes
+ * writers across processes; the server never holds its write txn across turns.
+ *
+ * Lifetimes: values read from LMDB are valid until the end of the transaction. */
+#ifndef PT_STORE_H
+#define PT_STORE_H
+
+#include <lmdb.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sasl.h"
+
+#define STORE_SCHEMA_VERSION 1
+
+struct store;
+
+/* Open (creating the folder), check and migrate the schema. readonly: no migration.
+ * Returns 0 or PT_E*; on failure *err says why (static or the store's message). */
+int  store_open(struct store **out, const char *dir, size_t map_size, char *err, size_t errlen);
+void store_close(struct store **s);
+MDB_env *store_env(struct store *s);
+
+/* A database by name (see schemas/); opened once and cached. */
+int  store_dbi(struct store *s, const char *name, MDB_dbi *out);
+
+/* Group commit. */
+typedef void (*store_commit_fn)(void *arg, int ok);
+MDB_txn *store_wtxn(struct store *s);                 /* NULL on error (logged) */
+int  store_on_commit(struct store *s, store_commit_fn fn, void *arg);
+int  store_commit(struct store *s);                   /* commit now; runs callbacks */
+int  store_pending(const struct store *s);            /* a write txn is open */
+void store_set_wakeup(struct store *s, void (*fn)(void *), void *arg); /* called when a txn opens */
+/* A read view: the open write txn if any (to see this turn's writes), else a
+ * fresh read-only txn. Release with store_read_end. */
+int  store_read_begin(struct store *s, MDB_txn **txn);
+void store_read_end(struct store *s, MDB_txn **txn);
+
+/* ---- accounts (schemas/accounts.md) ------------------------------------------ */
+struct account {
+    uint64_t created;                       /* unix seconds */
+    uint32_t flags;
+    struct sasl_creds creds[SASL_HASH_COUNT];
+};
+int store_account_get(struct store *s, const char *bare, struct account *out);   /* 0, PT_ENOTFOUND */
+/* Create (PT_EEXIST if present unless replace) in its own transaction (tools), durable on return. */
+int store_account_put(struct store *s, const char *bare, const struct account *a, int replace);
+int store_account_del(struct store *s, const char *bare);                        /* 0, PT_ENOTFOUND */
+int store_account_list(struct store *s, const char *domain,
+                       int (*fn)(void *arg, const char *bare), void *arg);
+/* Derive credentials for all hashes from a password. 0 or PT_EINVAL. */
+int account_make(struct account *a, const char *password, uint32_t iterations);
+
+#endif

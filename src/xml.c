@@ -1,0 +1,953 @@
+/* xml.c — see xml.h */
+#include "config.h"
+#include "xml.h"
+
+#include <expat.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char XML_NS_CONTENT[] = "jabber:client";
+static const char XML_NS_XML[] = "http://www.w3.org/XML/1998/namespace";
+#define NS_SEP '\x01'
+
+/* ---- arena ------------------------------------------------------------ */
+
+struct arena_chunk {
+    struct arena_chunk *next;
+    size_t size, used;
+    max_align_t data[];
+};
+
+struct arena {
+    struct arena_chunk *head;
+    size_t total;
+    struct arena_chunk first;    /* must be last: its data follows */
+};
+
+struct arena *
+arena_new(size_t first_chunk)
+{
+    if (first_chunk < 256)
+        first_chunk = 256;
+    struct arena *a = malloc(sizeof *a + first_chunk);
+    if (a == NULL)
+        return NULL;
+    a->first.next = NULL;
+    a->first.size = first_chunk;
+    a->first.used = 0;
+    a->head = &a->first;
+    a->total = 0;
+    return a;
+}
+
+void *
+arena_alloc(struct arena *a, size_t size)
+{
+    size = (size + 7) & ~(size_t)7;
+    struct arena_chunk *c = a->head;
+    if (c->size - c->used < size) {
+        size_t csz = c->size * 2;
+        if (csz < size)
+            csz = size;
+        if (csz > 65536 && size <= 65536)
+            csz = 65536;
+        struct arena_chunk *n = malloc(sizeof *n + csz);
+        if (n == NULL)
+            return NULL;
+        n->size = csz;
+        n->used = 0;
+        n->next = a->head;
+        a->head = n;
+        c = n;
+    }
+    void *p = (char *)c->data + c->used;
+    c->used += size;
+    a->total += size;
+    memset(p, 0, size);
+    return p;
+}
+
+char *
+arena_strndup(struct arena *a, const char *s, size_t n)
+{
+    char *p = arena_alloc(a, n + 1);
+    if (p == NULL)
+        return NULL;
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+char *
+arena_strdup(struct arena *a, const char *s)
+{
+    return arena_strndup(a, s, strlen(s));
+}
+
+size_t arena_used(const struct arena *a) { return a->total; }
+
+void
+arena_free(struct arena **ap)
+{
+    struct arena *a = *ap;
+    if (a == NULL)
+        return;
+    struct arena_chunk *c = a->head;
+    while (c != &a->first) {
+        struct arena_chunk *n = c->next;
+        free(c);
+        c = n;
+    }
+    free(a);
+    *ap = NULL;
+}
+
+/* ---- tree -------------------------------------------------------------- */
+
+struct xml_node *
+xml_new(struct arena *a, const char *ns, const char *name)
+{
+    struct xml_node *n = arena_alloc(a, sizeof *n);
+    if (n == NULL)
+        return NULL;
+    n->type = XML_ELEMENT;
+    n->arena = a;
+    n->name = arena_strdup(a, name);
+    if (ns == XML_NS_CONTENT)
+        n->ns = XML_NS_CONTENT;
+    else if (ns != NULL)
+        n->ns = arena_strdup(a, ns);
+    if (n->name == NULL || (ns != NULL && n->ns == NULL))
+        return NULL;
+    return n;
+}
+
+static void
+append_child(struct xml_node *parent, struct xml_node *c)
+{
+    c->parent = parent;
+    c->next = NULL;
+    if (parent->last_child)
+        parent->last_child->next = c;
+    else
+        parent->children = c;
+    parent->last_child = c;
+}
+
+void
+xml_append(struct xml_node *parent, struct xml_node *child)
+{
+    append_child(parent, child);
+}
+
+struct xml_node *
+xml_add(struct xml_node *parent, const char *ns, const char *name)
+{
+    if (parent == NULL)
+        return NULL;
+    struct xml_node *n = xml_new(parent->arena, ns, name);
+    if (n == NULL)
+        return NULL;
+    if (ns == NULL)
+        n->ns = parent->ns;
+    append_child(parent, n);
+    return n;
+}
+
+int
+xml_add_text(struct xml_node *el, const char *text, size_t len)
+{
+    if (el == NULL)
+        return -1;
+    struct xml_node *t = arena_alloc(el->arena, sizeof *t);
+    if (t == NULL)
+        return -1;
+    t->type = XML_TEXT;
+    t->arena = el->arena;
+    t->text = arena_strndup(el->arena, text, len);
+    if (t->text == NULL)
+        return -1;
+    t->text_len = len;
+    append_child(el, t);
+    return 0;
+}
+
+int
+xml_set_attr(struct xml_node *el, const char *name, const char *value)
+{
+    if (el == NULL)
+        return -1;
+    struct xml_attr **pp = &el->attrs;
+    for (; *pp; pp = &(*pp)->next)
+        if ((*pp)->ns == NULL && strcmp((*pp)->name, name) == 0)
+            break;
+    if (value == NULL) {
+        if (*pp)
+            *pp = (*pp)->next;
+        return 0;
+    }
+    char *v = arena_strdup(el->arena, value);
+    if (v == NULL)
+        return -1;
+    if (*pp) {
+        (*pp)->value = v;
+        return 0;
+    }
+    struct xml_attr *a = arena_alloc(el->arena, sizeof *a);
+    if (a == NULL || (a->name = arena_strdup(el->arena, name)) == NULL)
+        return -1;
+    a->value = v;
+    *pp = a;
+    return 0;
+}
+
+const char *
+xml_attr(const struct xml_node *el, const char *name)
+{
+    for (const struct xml_attr *a = el->attrs; a; a = a->next)
+        if (a->ns == NULL && strcmp(a->name, name) == 0)
+            return a->value;
+    return NULL;
+}
+
+int
+xml_is(const struct xml_node *el, const char *ns, const char *name)
+{
+    return el && el->type == XML_ELEMENT && (name == NULL || strcmp(el->name, name) == 0) &&
+           (ns == NULL || el->ns == ns || (el->ns && strcmp(el->ns, ns) == 0));
+}
+
+struct xml_node *
+xml_child(const struct xml_node *el, const char *ns, const char *name)
+{
+    for (struct xml_node *c = el->children; c; c = c->next)
+        if (xml_is(c, ns, name))
+            return c;
+    return NULL;
+}
+
+struct xml_node *
+xml_first_child(const struct xml_node *el)
+{
+    for (struct xml_node *c = el->children; c; c = c->next)
+        if (c->type == XML_ELEMENT)
+            return c;
+    return NULL;
+}
+
+struct xml_node *
+xml_next_sibling(const struct xml_node *el)
+{
+    for (struct xml_node *c = el->next; c; c = c->next)
+        if (c->type == XML_ELEMENT)
+            return c;
+    return NULL;
+}
+
+const char *
+xml_text(const struct xml_node *el)
+{
+    size_t len = 0, count = 0;
+    const struct xml_node *only = NULL;
+    for (const struct xml_node *c = el->children; c; c = c->next)
+        if (c->type == XML_TEXT) {
+            len += c->text_len;
+            count++;
+            only = c;
+        }
+    if (count == 0)
+        return "";
+    if (count == 1)
+        return only->text;       /* already NUL-terminated */
+    char *out = arena_alloc(el->arena, len + 1);
+    if (out == NULL)
+        return "";
+    char *p = out;
+    for (const struct xml_node *c = el->children; c; c = c->next)
+        if (c->type == XML_TEXT) {
+            memcpy(p, c->text, c->text_len);
+            p += c->text_len;
+        }
+    *p = '\0';
+    return out;
+}
+
+void
+xml_unlink(struct xml_node *el)
+{
+    struct xml_node *p = el->parent;
+    if (p == NULL)
+        return;
+    struct xml_node *prev = NULL;
+    for (struct xml_node *c = p->children; c; prev = c, c = c->next)
+        if (c == el) {
+            if (prev)
+                prev->next = c->next;
+            else
+                p->children = c->next;
+            if (p->last_child == c)
+                p->last_child = prev;
+            break;
+        }
+    el->parent = NULL;
+    el->next = NULL;
+}
+
+struct xml_node *
+xml_copy(struct arena *a, const struct xml_node *el)
+{
+    struct xml_node *n = arena_alloc(a, sizeof *n);
+    if (n == NULL)
+        return NULL;
+    n->type = el->type;
+    n->arena = a;
+    if (el->type == XML_TEXT) {
+        n->text = arena_strndup(a, el->text, el->text_len);
+        n->text_len = el->text_len;
+        return n->text ? n : NULL;
+    }
+    n->name = arena_strdup(a, el->name);
+    n->ns = el->ns == XML_NS_CONTENT ? XML_NS_CONTENT : arena_strdup(a, el->ns ? el->ns : "");
+    if (n->name == NULL || n->ns == NULL)
+        return NULL;
+    struct xml_attr **tail = &n->attrs;
+    for (const struct xml_attr *at = el->attrs; at; at = at->next) {
+        struct xml_attr *c = arena_alloc(a, sizeof *c);
+        if (c == NULL || (c->name = arena_strdup(a, at->name)) == NULL ||
+            (c->value = arena_strdup(a, at->value)) == NULL)
+            return NULL;
+        if (at->ns && (c->ns = arena_strdup(a, at->ns)) == NULL)
+            return NULL;
+        *tail = c;
+        tail = &c->next;
+    }
+    for (const struct xml_node *ch = el->children; ch; ch = ch->next) {
+        struct xml_node *cc = xml_copy(a, ch);
+        if (cc == NULL)
+            return NULL;
+        append_child(n, cc);
+    }
+    return n;
+}
+
+/* ---- serializer ---------------------------------------------------------- */
+
+void strbuf_init(struct strbuf *b) { memset(b, 0, sizeof *b); }
+
+void
+strbuf_free(struct strbuf *b)
+{
+    free(b->data);
+    memset(b, 0, sizeof *b);
+}
+
+static int
+strbuf_reserve(struct strbuf *b, size_t n)
+{
+    if (b->failed)
+        return -1;
+    if (b->len + n + 1 <= b->cap)
+        return 0;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + n + 1)
+        cap *= 2;
+    char *d = realloc(b->data, cap);
+    if (d == NULL) {
+        b->failed = 1;
+        return -1;
+    }
+    b->data = d;
+    b->cap = cap;
+    return 0;
+}
+
+void
+strbuf_add(struct strbuf *b, const char *s, size_t n)
+{
+    if (strbuf_reserve(b, n) < 0)
+        return;
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
+void strbuf_adds(struct strbuf *b, const char *s) { strbuf_add(b, s, strlen(s)); }
+
+void
+strbuf_addf(struct strbuf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0 || strbuf_reserve(b, (size_t)n) < 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+void
+strbuf_add_escaped(struct strbuf *b, const char *s, size_t n, int attr)
+{
+    size_t start = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *rep = NULL;
+        switch (s[i]) {
+        case '&': rep = "&amp;"; break;
+        case '<': rep = "&lt;"; break;
+        case '>': rep = "&gt;"; break;
+        case '\'': if (attr) rep = "&apos;"; break;
+        case '"': if (attr) rep = "&quot;"; break;
+        case '\r': rep = "&#13;"; break;
+        case '\n': if (attr) rep = "&#10;"; break;
+        case '\t': if (attr) rep = "&#9;"; break;
+        default: break;
+        }
+        if (rep) {
+            strbuf_add(b, s + start, i - start);
+            strbuf_adds(b, rep);
+            start = i + 1;
+        }
+    }
+    strbuf_add(b, s + start, n - start);
+}
+
+static int
+ns_equal(const char *a, const char *b)
+{
+    if (a == b)
+        return 1;
+    return strcmp(a ? a : "", b ? b : "") == 0;
+}
+
+static void
+serialize(struct strbuf *out, const struct xml_node *el, const char *parent_ns, const char *content_ns)
+{
+    if (el->type == XML_TEXT) {
+        strbuf_add_escaped(out, el->text, el->text_len, 0);
+        return;
+    }
+    const char *ns = el->ns == XML_NS_CONTENT ? content_ns : (el->ns ? el->ns : parent_ns);
+    strbuf_add(out, "<", 1);
+    strbuf_adds(out, el->name);
+    if (!ns_equal(ns, parent_ns)) {
+        strbuf_adds(out, " xmlns='");
+        strbuf_add_escaped(out, ns, strlen(ns), 1);
+        strbuf_add(out, "'", 1);
+    }
+    int pfx = 0;
+    for (const struct xml_attr *a = el->attrs; a; a = a->next) {
+        if (a->ns) {
+            strbuf_addf(out, " xmlns:a%d='", pfx);
+            strbuf_add_escaped(out, a->ns, strlen(a->ns), 1);
+            strbuf_addf(out, "' a%d:", pfx++);
+        } else {
+            strbuf_add(out, " ", 1);
+        }
+        strbuf_adds(out, a->name);
+        strbuf_add(out, "='", 2);
+        strbuf_add_escaped(out, a->value, strlen(a->value), 1);
+        strbuf_add(out, "'", 1);
+    }
+    if (el->children == NULL) {
+        strbuf_add(out, "/>", 2);
+        return;
+    }
+    strbuf_add(out, ">", 1);
+    for (const struct xml_node *c = el->children; c; c = c->next)
+        serialize(out, c, ns, content_ns);
+    strbuf_add(out, "</", 2);
+    strbuf_adds(out, el->name);
+    strbuf_add(out, ">", 1);
+}
+
+void
+xml_serialize(struct strbuf *out, const struct xml_node *el, const char *content_ns)
+{
+    serialize(out, el, content_ns, content_ns);
+}
+
+/* ---- stream parser ------------------------------------------------------------ */
+
+const char *
+xml_error_name(enum xml_error e)
+{
+    switch (e) {
+    case XML_OK: return "ok";
+    case XML_E_NOT_WELL_FORMED: return "not well-formed";
+    case XML_E_RESTRICTED: return "restricted XML (DTD, entity, comment or PI)";
+    case XML_E_TOO_BIG: return "stanza too big";
+    case XML_E_TOO_DEEP: return "nesting too deep";
+    case XML_E_TOO_MANY_ATTRS: return "too many attributes";
+    case XML_E_NOMEM: return "out of memory";
+    }
+    return "?";
+}
+
+struct xml_stream {
+    XML_Parser p;
+    const struct xml_stream_cb *cb;
+    void *ud;
+    struct xml_limits lim;
+    const char *content_ns;      /* the stream's default namespace, e.g. jabber:client */
+
+    int depth;                   /* 0 outside the root, 1 between stanzas */
+    struct arena *arena;         /* of the element being built */
+    struct xml_node *cur;        /* element being built (depth >= 2) */
+    struct strbuf text;          /* pending character data of cur */
+
+    uint64_t fed;                /* bytes given to the current expat parser */
+    uint64_t boundary;           /* index after the last complete top-level item */
+    uint64_t resume_at;          /* on restart: index after the element that asked */
+    enum xml_error err;
+    const char *err_detail;
+    int stopped, restart_pending, failed, closed;
+    int resumed;                 /* parser re-created after an idle release: skip the open callback */
+    char *decls;                 /* namespace declarations of the header, for re-creation */
+    size_t decls_len;
+};
+
+static void set_error(struct xml_stream *s, enum xml_error e, const char *detail)
+{
+    if (s->err == XML_OK) {
+        s->err = e;
+        s->err_detail = detail;
+    }
+    XML_StopParser(s->p, XML_FALSE);
+}
+
+static const char *
+split_name(struct arena *a, const char *qname, const char **ns_out)
+{
+    const char *sep = strchr(qname, NS_SEP);
+    if (sep == NULL) {
+        *ns_out = NULL;
+        return arena_strdup(a, qname);
+    }
+    *ns_out = arena_strndup(a, qname, (size_t)(sep - qname));
+    const char *local = sep + 1;
+    const char *sep2 = strchr(local, NS_SEP);   /* prefix triplet part, unused */
+    return sep2 ? arena_strndup(a, local, (size_t)(sep2 - local)) : arena_strdup(a, local);
+}
+
+static int
+flush_text(struct xml_stream *s)
+{
+    if (s->text.len == 0 || s->cur == NULL)
+        return 0;
+    int rc = xml_add_text(s->cur, s->text.data, s->text.len);
+    s->text.len = 0;
+    return rc;
+}
+
+static void
+record_decl(struct xml_stream *s, const XML_Char *prefix, const XML_Char *uri)
+{
+    /* keep "xmlns[:prefix]='uri'" for re-creating the parser after an idle release */
+    struct strbuf b = { s->decls, s->decls_len, s->decls_len ? s->decls_len + 1 : 0, 0 };
+    strbuf_adds(&b, " xmlns");
+    if (prefix) {
+        strbuf_add(&b, ":", 1);
+        strbuf_adds(&b, prefix);
+    }
+    strbuf_add(&b, "='", 2);
+    strbuf_add_escaped(&b, uri ? uri : "", uri ? strlen(uri) : 0, 1);
+    strbuf_add(&b, "'", 1);
+    if (b.failed) {
+        set_error(s, XML_E_NOMEM, "namespace declaration");
+        return;
+    }
+    s->decls = b.data;
+    s->decls_len = b.len;
+}
+
+static void XMLCALL
+on_ns_start(void *ud, const XML_Char *prefix, const XML_Char *uri)
+{
+    struct xml_stream *s = ud;
+    if (s->depth == 0 && !s->resumed)
+        record_decl(s, prefix, uri);
+}
+
+static struct xml_node *
+build_element(struct xml_stream *s, struct arena *a, const XML_Char *name, const XML_Char **atts)
+{
+    const char *ns;
+    const char *local = split_name(a, name, &ns);
+    if (local == NULL)
+        return NULL;
+    struct xml_node *n = arena_alloc(a, sizeof *n);
+    if (n == NULL)
+        return NULL;
+    n->type = XML_ELEMENT;
+    n->arena = a;
+    n->name = local;
+    n->ns = ns ? (strcmp(ns, s->content_ns) == 0 ? XML_NS_CONTENT : ns) : "";
+    struct xml_attr **tail = &n->attrs;
+    for (int i = 0; atts[i]; i += 2) {
+        struct xml_attr *at = arena_alloc(a, sizeof *at);
+        if (at == NULL)
+            return NULL;
+        const char *ans;
+        const char *alocal = split_name(a, atts[i], &ans);
+        if (alocal == NULL)
+            return NULL;
+        if (ans && strcmp(ans, XML_NS_XML) == 0) {
+            char *q = arena_alloc(a, strlen(alocal) + 5);
+            if (q == NULL)
+                return NULL;
+            memcpy(q, "xml:", 4);
+            strcpy(q + 4, alocal);
+            at->name = q;
+        } else {
+            at->name = alocal;
+            at->ns = ans;
+        }
+        if ((at->value = arena_strdup(a, atts[i + 1])) == NULL)
+            return NULL;
+        *tail = at;
+        tail = &at->next;
+    }
+    return n;
+}
+
+static void XMLCALL
+on_start(void *ud, const XML_Char *name, const XML_Char **atts)
+{
+    struct xml_stream *s = ud;
+    if (s->err != XML_OK || s->stopped)
+        return;
+    if (s->lim.max_attrs && (unsigned)XML_GetSpecifiedAttributeCount(s->p) / 2 > s->lim.max_attrs) {
+        set_error(s, XML_E_TOO_MANY_ATTRS, NULL);
+        return;
+    }
+    if (s->depth == 0) {
+        s->depth = 1;
+        s->boundary = (uint64_t)XML_GetCurrentByteIndex(s->p) + (uint64_t)XML_GetCurrentByteCount(s->p);
+        if (s->resumed)
+            return;
+        struct arena *a = arena_new(1024);
+        struct xml_node *hdr = a ? build_element(s, a, name, atts) : NULL;
+        if (hdr == NULL) {
+            arena_free(&a);
+            set_error(s, XML_E_NOMEM, NULL);
+            return;
+        }
+        if (s->cb->open)
+            s->cb->open(s->ud, hdr);
+        arena_free(&a);
+        return;
+    }
+    if (s->lim.max_depth && (unsigned)s->depth >= s->lim.max_depth) {
+        set_error(s, XML_E_TOO_DEEP, NULL);
+        return;
+    }
+    if (s->depth == 1) {
+        s->arena = arena_new(2048);
+        if (s->arena == NULL) {
+            set_error(s, XML_E_NOMEM, NULL);
+            return;
+        }
+    } else if (flush_text(s) < 0) {
+        set_error(s, XML_E_NOMEM, NULL);
+        return;
+    }
+    struct xml_node *n = build_element(s, s->arena, name, atts);
+    if (n == NULL) {
+        set_error(s, XML_E_NOMEM, NULL);
+        return;
+    }
+    if (s->cur)
+        append_child(s->cur, n);
+    s->cur = n;
+    s->depth++;
+}
+
+static void XMLCALL
+on_end(void *ud, const XML_Char *name)
+{
+    struct xml_stream *s = ud;
+    (void)name;
+    if (s->err != XML_OK || s->stopped)
+        return;
+    if (s->depth == 1) {
+        s->depth = 0;
+        s->closed = 1;
+        s->boundary = (uint64_t)XML_GetCurrentByteIndex(s->p) + (uint64_t)XML_GetCurrentByteCount(s->p);
+        if (s->cb->close)
+            s->cb->close(s->ud);
+        XML_StopParser(s->p, XML_FALSE);
+        s->stopped = 1;
+        return;
+    }
+    if (flush_text(s) < 0) {
+        set_error(s, XML_E_NOMEM, NULL);
+        return;
+    }
+    s->depth--;
+    struct xml_node *done = s->cur;
+    s->cur = done->parent;
+    if (s->depth > 1)
+        return;
+    /* a whole stanza */
+    s->boundary = (uint64_t)XML_GetCurrentByteIndex(s->p) + (uint64_t)XML_GetCurrentByteCount(s->p);
+    s->arena = NULL;
+    s->cur = NULL;
+    s->cb->stanza(s->ud, done);
+    if (s->restart_pending) {
+        s->resume_at = s->boundary;
+        XML_StopParser(s->p, XML_FALSE);
+    } else if (s->stopped) {
+        XML_StopParser(s->p, XML_FALSE);
+    }
+}
+
+static void XMLCALL
+on_text(void *ud, const XML_Char *t, int len)
+{
+    struct xml_stream *s = ud;
+    if (s->err != XML_OK || s->stopped)
+        return;
+    if (s->depth <= 1) {
+        /* whitespace keepalive or junk between stanzas: not part of any stanza */
+        for (int i = 0; i < len; i++)
+            if (t[i] != ' ' && t[i] != '\t' && t[i] != '\r' && t[i] != '\n') {
+                set_error(s, XML_E_NOT_WELL_FORMED, "text between stanzas");
+                return;
+            }
+        s->boundary = (uint64_t)XML_GetCurrentByteIndex(s->p) + (uint64_t)XML_GetCurrentByteCount(s->p);
+        return;
+    }
+    strbuf_add(&s->text, t, (size_t)len);
+    if (s->text.failed)
+        set_error(s, XML_E_NOMEM, NULL);
+}
+
+static void XMLCALL
+on_doctype(void *ud, const XML_Char *n, const XML_Char *sys, const XML_Char *pub, int internal)
+{
+    (void)n; (void)sys; (void)pub; (void)internal;
+    set_error(ud, XML_E_RESTRICTED, "DOCTYPE");
+}
+
+static void XMLCALL
+on_entity_decl(void *ud, const XML_Char *n, int pe, const XML_Char *v, int vl, const XML_Char *b,
+               const XML_Char *sys, const XML_Char *pub, const XML_Char *notation)
+{
+    (void)n; (void)pe; (void)v; (void)vl; (void)b; (void)sys; (void)pub; (void)notation;
+    set_error(ud, XML_E_RESTRICTED, "entity declaration");
+}
+
+static void XMLCALL
+on_comment(void *ud, const XML_Char *data)
+{
+    (void)data;
+    set_error(ud, XML_E_RESTRICTED, "comment");
+}
+
+static void XMLCALL
+on_pi(void *ud, const XML_Char *target, const XML_Char *data)
+{
+    (void)target; (void)data;
+    set_error(ud, XML_E_RESTRICTED, "processing instruction");
+}
+
+static int
+parser_create(struct xml_stream *s)
+{
+    s->p = XML_ParserCreateNS("UTF-8", NS_SEP);
+    if (s->p == NULL)
+        return -1;
+    XML_SetUserData(s->p, s);
+    XML_SetElementHandler(s->p, on_start, on_end);
+    XML_SetCharacterDataHandler(s->p, on_text);
+    XML_SetStartNamespaceDeclHandler(s->p, on_ns_start);
+    XML_SetStartDoctypeDeclHandler(s->p, on_doctype);
+    XML_SetEntityDeclHandler(s->p, on_entity_decl);
+    XML_SetCommentHandler(s->p, on_comment);
+    XML_SetProcessingInstructionHandler(s->p, on_pi);
+    XML_SetParamEntityParsing(s->p, XML_PARAM_ENTITY_PARSING_NEVER);
+    s->fed = 0;
+    s->boundary = 0;
+    return 0;
+}
+
+static void
+parser_drop(struct xml_stream *s)
+{
+    if (s->p) {
+        XML_ParserFree(s->p);
+        s->p = NULL;
+    }
+    arena_free(&s->arena);
+    s->cur = NULL;
+    strbuf_free(&s->text);
+}
+
+struct xml_stream *
+xml_stream_new(const struct xml_stream_cb *cb, void *ud, const struct xml_limits *limits,
+               const char *content_ns)
+{
+    struct xml_stream *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return NULL;
+    s->cb = cb;
+    s->ud = ud;
+    s->lim = *limits;
+    s->content_ns = content_ns;
+    return s;
+}
+
+static void
+reset_state(struct xml_stream *s)
+{
+    parser_drop(s);
+    free(s->decls);
+    s->decls = NULL;
+    s->decls_len = 0;
+    s->depth = 0;
+    s->err = XML_OK;
+    s->stopped = s->restart_pending = s->failed = s->closed = s->resumed = 0;
+}
+
+void
+xml_stream_restart(struct xml_stream *s)
+{
+    if (s->p) {
+        XML_ParsingStatus st;
+        XML_GetParsingStatus(s->p, &st);
+        if (st.parsing == XML_PARSING) {
+            s->restart_pending = 1;
+            return;
+        }
+    }
+    reset_state(s);
+}
+
+void
+xml_stream_stop(struct xml_stream *s)
+{
+    s->stopped = 1;
+    if (s->p) {
+        XML_ParsingStatus st;
+        XML_GetParsingStatus(s->p, &st);
+        if (st.parsing == XML_PARSING)
+            XML_StopParser(s->p, XML_FALSE);
+    }
+}
+
+/* Re-create expat after an idle release: replay the stream header silently. */
+static int
+parser_resume(struct xml_stream *s)
+{
+    if (parser_create(s) < 0)
+        return -1;
+    s->resumed = 1;
+    s->depth = 0;
+    struct strbuf h;
+    strbuf_init(&h);
+    strbuf_adds(&h, "<stream:stream");
+    strbuf_add(&h, s->decls, s->decls_len);
+    strbuf_add(&h, ">", 1);
+    if (h.failed || XML_Parse(s->p, h.data, (int)h.len, 0) != XML_STATUS_OK || s->depth != 1) {
+        strbuf_free(&h);
+        return -1;
+    }
+    s->fed = h.len;
+    s->boundary = h.len;
+    strbuf_free(&h);
+    return 0;
+}
+
+int
+xml_stream_feed(struct xml_stream *s, const char *data, size_t len)
+{
+    if (s->failed || s->stopped || s->closed)
+        return -1;
+    while (len > 0) {
+        if (s->p == NULL) {
+            int rc = (s->decls && s->depth == 1) ? parser_resume(s) : parser_create(s);
+            if (rc < 0) {
+                s->failed = 1;
+                if (s->cb->error)
+                    s->cb->error(s->ud, XML_E_NOMEM, NULL);
+                return -1;
+            }
+        }
+        /* partial input counts toward the stanza limit: never hand expat more
+         * than one stanza's worth past the last complete item */
+        size_t chunk = len > (1u << 30) ? (1u << 30) : len;
+        if (s->lim.max_stanza) {
+            uint64_t pending = s->fed - s->boundary;
+            if (pending > s->lim.max_stanza)
+                set_error(s, XML_E_TOO_BIG, NULL);
+            else if (chunk > s->lim.max_stanza + 1 - pending)
+                chunk = (size_t)(s->lim.max_stanza + 1 - pending);
+        }
+        uint64_t start = s->fed;
+        enum XML_Status st = XML_STATUS_OK;
+        if (s->err == XML_OK)
+            st = XML_Parse(s->p, data, (int)chunk, 0);
+        if (s->restart_pending && s->err == XML_OK) {
+            size_t used = (size_t)(s->resume_at - start);
+            if (used > chunk)
+                used = chunk;
+            reset_state(s);
+            data += used;
+            len -= used;
+            continue;
+        }
+        if (s->stopped || s->closed)
+            return -1;
+        if (s->err == XML_OK && st != XML_STATUS_OK) {
+            s->err = XML_E_NOT_WELL_FORMED;
+            s->err_detail = XML_ErrorString(XML_GetErrorCode(s->p));
+        }
+        if (s->err != XML_OK) {
+            s->failed = 1;
+            if (s->cb->error)
+                s->cb->error(s->ud, s->err, s->err_detail);
+            return -1;
+        }
+        s->fed += chunk;
+        data += chunk;
+        len -= chunk;
+        if (s->depth >= 1 && s->lim.max_stanza && s->fed - s->boundary > s->lim.max_stanza) {
+            s->failed = 1;
+            if (s->cb->error)
+                s->cb->error(s->ud, XML_E_TOO_BIG, NULL);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int
+xml_stream_release_idle(struct xml_stream *s)
+{
+    if (s->p == NULL || s->depth != 1 || s->cur || s->fed != s->boundary || s->failed ||
+        s->stopped || s->decls == NULL)
+        return 0;
+    XML_ParserFree(s->p);
+    s->p = NULL;
+    strbuf_free(&s->text);
+    return 1;
+}
+
+int xml_stream_depth(const struct xml_stream *s) { return s->depth; }
+
+void
+xml_stream_free(struct xml_stream **sp)
+{
+    struct xml_stream *s = *sp;
+    if (s == NULL)
+        return;
+    parser_drop(s);
+    free(s->decls);
+    free(s);
+    *sp = NULL;
+}
