@@ -1,0 +1,157 @@
+#!/usr/bin/python3
+"""Interop: python3-slixmpp (Debian) logs in to a spawned petreld and exchanges
+a message with a libstrophe client (strophe-echo). Prints "N passed, M failed"."""
+import asyncio, os, shutil, signal, socket, ssl, subprocess, sys, tempfile, time
+
+try:
+    import slixmpp
+except ImportError:
+    print("slixmpp is not installed (Debian: python3-slixmpp): skipped")
+    sys.exit(77)
+
+top_build = os.environ.get("top_builddir", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
+petreld = os.path.join(top_build, "src", "petreld")
+petrelctl = os.path.join(top_build, "src", "petrelctl")
+echo = os.path.join(top_build, "tests", "interop", "strophe-echo")
+results = []
+
+
+def check(name, ok, why=""):
+    results.append(ok)
+    print(("ok" if ok else "not ok") + f" {len(results)} - {name}" + ("" if ok else f": {why}"))
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Client(slixmpp.ClientXMPP):
+    def __init__(self, jid, password, peer):
+        super().__init__(jid, password)
+        self.peer = peer
+        self.reply = asyncio.get_event_loop().create_future()
+        self.started = asyncio.get_event_loop().create_future()
+        self.mechanism = None
+        self.ssl_context.check_hostname = False
+        self.ssl_context.verify_mode = ssl.CERT_NONE
+        self.add_event_handler("session_start", self.on_start)
+        self.add_event_handler("message", self.on_message)
+        self.add_event_handler("auth_success", lambda e: None)
+        self.register_plugin("xep_0030")
+        self.register_plugin("xep_0092")
+        self.register_plugin("xep_0199")
+
+    async def on_start(self, event):
+        self.send_presence()
+        self.started.set_result(True)
+
+    def on_message(self, msg):
+        if msg["type"] in ("chat", "normal") and not self.reply.done():
+            self.reply.set_result((str(msg["from"]), msg["body"]))
+
+
+async def scenario(port):
+    c = Client("alice@localhost/slix", "alice-pw", "bob@localhost")
+    c.connect(("127.0.0.1", port))
+    try:
+        await asyncio.wait_for(c.started, 15)
+        check("slixmpp logs in and binds", True)
+    except asyncio.TimeoutError:
+        check("slixmpp logs in and binds", False, "no session_start within 15 s")
+        return
+    check("slixmpp bound the requested resource", str(c.boundjid) == "alice@localhost/slix", str(c.boundjid))
+    version = await c["xep_0092"].get_version("localhost", timeout=10)
+    check("XEP-0092 version of the server", version["software_version"]["name"] == "Petrel",
+          str(version))
+    info = await c["xep_0030"].get_info(jid="localhost", timeout=10)
+    feats = info["disco_info"]["features"]
+    check("XEP-0030 lists urn:xmpp:ping", "urn:xmpp:ping" in feats, str(feats))
+    await c["xep_0199"].ping("localhost", timeout=10)
+    check("XEP-0199 ping answered", True)
+    text = "héllo from slixmpp ✓ " + "x" * 2000
+    c.send_message(mto="bob@localhost", mbody=text, mtype="chat")
+    try:
+        frm, body = await asyncio.wait_for(c.reply, 15)
+        check("libstrophe peer echoed the message", body == "echo: " + text, repr(body[:80]))
+        check("reply comes from the peer's full JID", frm.startswith("bob@localhost/"), frm)
+    except asyncio.TimeoutError:
+        check("libstrophe peer echoed the message", False, "no reply within 15 s")
+    c.send_message(mto="bob@localhost", mbody="bye", mtype="chat")
+    await asyncio.sleep(0.5)
+    c.disconnect()
+    await asyncio.sleep(0.3)
+
+
+def main():
+    for prog in (petreld, petrelctl, echo):
+        if not os.access(prog, os.X_OK):
+            print(f"missing {prog}: build first")
+            print("0 passed, 1 failed")
+            return 1
+    tmp = tempfile.mkdtemp(prefix="petrel-interop-")
+    port = free_port()
+    conf = os.path.join(tmp, "petrel.conf")
+    with open(conf, "w") as f:
+        f.write(f'data_dir = "{tmp}/var"\nlog_level = "debug"\n'
+                f'listen "127.0.0.1:{port}" {{ type = "c2s" tls = "starttls" }}\n'
+                'host "localhost" { modules = { "disco", "ping", "version" } }\n')
+    log = open(os.path.join(tmp, "petreld.log"), "w")
+    server = subprocess.Popen([petreld, "-c", conf], stderr=log, stdout=log)
+    peer = None
+    rc = 1
+    try:
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        users = "alice@localhost alice-pw\nbob@localhost bob-pw\n"
+        out = subprocess.run([petrelctl, "-c", conf, "adduser", "--batch"], input=users, text=True,
+                             capture_output=True, timeout=60)
+        check("petrelctl adduser --batch", out.returncode == 0, out.stderr)
+        peer = subprocess.Popen([echo, "bob@localhost/strophe", "bob-pw", "127.0.0.1", str(port), "40"],
+                                stdout=subprocess.PIPE, text=True)
+        line = peer.stdout.readline()
+        check("libstrophe peer online", "online as bob@localhost/strophe" in line, line)
+        asyncio.run(scenario(port))
+        try:
+            peer_rc = peer.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            peer_rc = -1
+        check("libstrophe peer got the goodbye and exited cleanly", peer_rc == 0, f"exit {peer_rc}")
+    finally:
+        if peer and peer.poll() is None:
+            peer.kill()
+        server.send_signal(signal.SIGTERM)
+        try:
+            src = server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            src = -9
+        check("petreld exits cleanly", src == 0, f"exit {src}")
+        log.close()
+        with open(os.path.join(tmp, "petreld.log")) as f:
+            text = f.read()
+        # PLAIN is offered only inside TLS; SCRAM-*-PLUS proves channel binding to it
+        check("slixmpp authenticated with SCRAM-PLUS (channel-bound TLS)",
+              "authenticated as alice@localhost (SCRAM-SHA-512-PLUS)" in text, "see petreld.log")
+        failed = results.count(False)
+        if failed:
+            with open(os.path.join(tmp, "petreld.log")) as f:
+                print("--- petreld.log (tail)")
+                print("".join(f.readlines()[-40:]))
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+        print(f"{results.count(True)} passed, {failed} failed")
+        rc = 1 if failed else 0
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
