@@ -6,11 +6,11 @@ set -eu
 cd "$(dirname "$0")/.."
 contrib/bootstrap.sh
 [ -x configure ] || autoreconf -fi
-[ -f Makefile ] || ./configure --prefix=/usr/local --sysconfdir=/etc
-make -j"$(nproc)"
+mkdir -p build
+(cd build && { [ -f Makefile ] || ../configure -q --prefix=/usr/local --sysconfdir=/etc; } && make -j"$(nproc)" >/dev/null)
 echo
 echo "Petrel is starting. Create an account from another terminal with:"
-echo "  echo 'a-password' | src/petrelctl -c contrib/petrel-dev.conf adduser you@localhost"
+echo "  echo 'a-password' | build/src/petrelctl -c contrib/petrel-dev.conf adduser you@localhost"
 echo "then log in with any XMPP client as you@localhost on 127.0.0.1:5222 (self-signed certificate)."
 echo
-exec src/petreld -c contrib/petrel-dev.conf
+exec build/src/petreld -c contrib/petrel-dev.conf
