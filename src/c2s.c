@@ -53,7 +53,7 @@ struct c2s {
     unsigned nqueued;
     unsigned sasl_tries;
     unsigned tls : 1, authed : 1, header_sent : 1, tls_bev : 1, starttls_pending : 1,
-             sasl_need_initial : 1, paused : 1, peer_closed : 1;
+             sasl_need_initial : 1, paused : 1, peer_closed : 1, throttle_served : 1;
     char stream_id[17];
 };
 
@@ -450,8 +450,6 @@ sasl_reply(struct c2s *c, const char *what, const uint8_t *data, size_t len)
         if (enc)
             strbuf_add(&b, enc, n);
         free(enc);
-    } else if (data && strcmp(what, "success") == 0) {
-        strbuf_add(&b, "=", 1);
     }
     strbuf_addf(&b, "</%s>", what);
     if (!b.failed)
@@ -594,6 +592,7 @@ delay_done(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct c2s *c = arg;
     c->paused = 0;
+    c->throttle_served = 1;             /* the held step has waited its turn */
     unsigned n = c->nqueued;
     struct xml_node *q[MAX_QUEUED];
     memcpy(q, c->queued, n * sizeof *q);
@@ -621,6 +620,10 @@ delay_done(evutil_socket_t fd, short what, void *arg)
 static int
 maybe_delay(struct c2s *c, struct xml_node *el)
 {
+    if (c->throttle_served) {
+        c->throttle_served = 0;
+        return 0;
+    }
     unsigned ms = server_auth_delay_ms(c->s.srv, c->s.peer);
     if (ms == 0)
         return 0;
@@ -708,6 +711,7 @@ handle_bind(struct c2s *c, struct xml_node *iq, struct xml_node *bind)
         c2s_send(&c->s, b.data, b.len);
     strbuf_free(&b);
     log_debug("c2s %s: bound %s", c->s.peer, c->s.jid.full);
+    session_started(&c->s);
 }
 
 /* ---- stanzas ------------------------------------------------------------------------ */

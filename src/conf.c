@@ -14,6 +14,7 @@ static const char *const default_modules[] = { "disco", "ping", "version", NULL 
 
 static char *errbuf;
 static size_t errbuf_len;
+static const char *errpath;             /* nested sections do not know their file */
 
 static void
 error_fn(cfg_t *cfg, const char *fmt, va_list ap)
@@ -21,8 +22,9 @@ error_fn(cfg_t *cfg, const char *fmt, va_list ap)
     char msg[512];
     vsnprintf(msg, sizeof msg, fmt, ap);
     if (errbuf && errbuf[0] == '\0') {
-        if (cfg && cfg->filename)
-            snprintf(errbuf, errbuf_len, "%s:%d: %s", cfg->filename, cfg->line, msg);
+        const char *file = cfg && cfg->filename ? cfg->filename : errpath;
+        if (cfg && file)
+            snprintf(errbuf, errbuf_len, "%s:%d: %s", file, cfg->line, msg);
         else
             snprintf(errbuf, errbuf_len, "%s", msg);
     }
@@ -247,6 +249,7 @@ conf_load(const char *path, char *err, size_t errlen)
     err[0] = '\0';
     errbuf = err;
     errbuf_len = errlen;
+    errpath = path;
     if (schema_top == NULL && build_schema(&schema_top) < 0) {
         snprintf(err, errlen, "out of memory");
         return NULL;
@@ -378,6 +381,12 @@ conf_load(const char *path, char *err, size_t errlen)
                 snprintf(err, errlen, "%s:%d: host \"%s\": unknown module \"%s\"", path, h->line, name, m);
                 goto fail;
             }
+            for (size_t q = 0; q < k; q++)
+                if (strcmp(ch->modules[q], m) == 0) {
+                    snprintf(err, errlen, "%s:%d: host \"%s\": module \"%s\" is listed twice", path, h->line,
+                             name, m);
+                    goto fail;
+                }
             if ((ch->modules[k] = strdup(m)) == NULL)
                 goto nomem;
         }

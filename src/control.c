@@ -7,8 +7,10 @@
 #include "log.h"
 #include "server.h"
 #include "session.h"
+#include "xml.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/listener.h>
@@ -85,8 +87,11 @@ ctl_read(struct bufferevent *bev, void *arg)
         reply_sessions(srv, out);
     else if (strncmp(line, "kick ", 5) == 0)
         kick(srv, line + 5, out);
-    else if (strcmp(line, "stats") == 0)
-        evbuffer_add_printf(out, "connections %zu\nsessions %zu\nok\n", srv->nconns, srv->nbound);
+    else if (strcmp(line, "stats") == 0) {
+        struct mallinfo2 mi = mallinfo2();
+        evbuffer_add_printf(out, "connections %zu\nsessions %zu\nxml_parsers %zu\nheap_in_use %zu\nheap_free %zu\nheap_mmap %zu\nok\n",
+                            srv->nconns, srv->nbound, xml_stream_live_parsers(), mi.uordblks, mi.fordblks, mi.hblkhd);
+    }
     else
         evbuffer_add_printf(out, "error: unknown command\n");
     log_debug("control: %s", line);

@@ -20,8 +20,12 @@
  *   "pre-message" "pre-presence" "pre-iq"    a stanza sent by a local client, before routing
  *   "message/offline"                        a message for an account with no available session
  *   "route/remote"                           a stanza for a domain this server does not host
- *   "stream-features"                        features offered to a bound client: the handler
- *                                            adds children to the <stream:features/> it gets
+ *   "iq-result/full" ...                     also iq replies to a full JID
+ *   "c2s-element/<xmlns>:<name>"             a top-level non-stanza element from a bound client
+ *                                            (stream management, CSI); unhandled: stream error
+ *   "stream-features"                        features offered after authentication (before bind):
+ *                                            the handler adds children to the <stream:features/>
+ *                                            it gets and returns PT_PASS so others can add theirs
  * An iq-get or iq-set nobody handles gets <service-unavailable/> from the core.
  */
 #ifndef PT_PETREL_H

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <termios.h>
 #include <unistd.h>
@@ -43,6 +44,10 @@ static int
 open_store(void)
 {
     char path[4096], err[512];
+    if (mkdir(conf->data_dir, 0700) < 0 && errno != EEXIST) {
+        fprintf(stderr, "petrelctl: cannot create %s: %s\n", conf->data_dir, strerror(errno));
+        return -1;
+    }
     snprintf(path, sizeof path, "%s/store", conf->data_dir);
     if (store_open(&store, path, conf->store_map_size, err, sizeof err) < 0) {
         fprintf(stderr, "petrelctl: %s\n", err);
@@ -122,10 +127,12 @@ read_password(char *buf, size_t len)
 }
 
 static int
-set_password(const char *bare, const char *password, int replace)
+set_password(const char *bare, const char *password, int replace, uint64_t created)
 {
     struct account a;
     int rc = account_make(&a, password, conf->scram_iterations);
+    if (rc == 0 && created)
+        a.created = created;
     if (rc == 0)
         rc = store_account_put(store, bare, &a, replace);
     OPENSSL_cleanse(&a, sizeof a);
@@ -162,7 +169,7 @@ cmd_adduser(int argc, char **argv)
                 bad++;
                 continue;
             }
-            if (set_password(j.bare, sp + 1, 0) == 0)
+            if (set_password(j.bare, sp + 1, 0, 0) == 0)
                 n++;
             else
                 bad++;
@@ -185,7 +192,7 @@ cmd_adduser(int argc, char **argv)
         jid_clear(&j);
         return 1;
     }
-    int rc = set_password(j.bare, pw, 0);
+    int rc = set_password(j.bare, pw, 0, 0);
     OPENSSL_cleanse(pw, sizeof pw);
     if (rc == 0)
         printf("created %s\n", j.bare);
@@ -210,13 +217,20 @@ cmd_passwd(int argc, char **argv)
         jid_clear(&j);
         return 1;
     }
+    uint64_t created = a.created;
     OPENSSL_cleanse(&a, sizeof a);
     if (read_password(pw, sizeof pw) < 0) {
         fprintf(stderr, "petrelctl: no password given on stdin\n");
         jid_clear(&j);
         return 1;
     }
-    int rc = set_password(j.bare, pw, 1);
+    int rc = set_password(j.bare, pw, 1, created);
+    if (rc == 0) {
+        /* sessions logged in with the old password end */
+        char cmd[2100];
+        snprintf(cmd, sizeof cmd, "kick %s", j.bare);
+        control(cmd, NULL);
+    }
     OPENSSL_cleanse(pw, sizeof pw);
     if (rc == 0)
         printf("password changed for %s\n", j.bare);

@@ -163,7 +163,7 @@ deliver_bare(struct host *h, struct pt_stanza *st, struct pt_session *origin)
 static void
 deliver_full(struct host *h, struct pt_stanza *st, struct pt_session *origin)
 {
-    char route[64];
+    char route[600];
     snprintf(route, sizeof route, "%s/full", pt_stanza_name(st));
     if (hooks_run(h, route, origin, st) == PT_HANDLED)
         return;

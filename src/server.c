@@ -9,6 +9,7 @@
 #include "tls.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <event2/event.h>
 #include <netdb.h>
 #include <signal.h>
@@ -107,6 +108,9 @@ auth_fail_gc(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
+    /* hand the pages freed by past bursts (TLS handshakes) back to the system,
+     * so that the resident size follows the sessions actually held */
+    malloc_trim(0);
     struct gc_ctx g = { arg, pt_now_ms(), { 0 }, 0 };
     hash_foreach(g.srv->auth_fail, gc_collect, &g);
     for (size_t i = 0; i < g.n; i++) {
@@ -244,6 +248,15 @@ stop_cb(evutil_socket_t sig, short what, void *arg)
     event_base_loopexit(srv->base, &tv);
 }
 
+static void
+hup_cb(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig;
+    (void)what;
+    (void)arg;
+    log_warnx("SIGHUP: reloading the configuration is not supported yet; restart petreld to apply changes");
+}
+
 /* ---- lifecycle ----------------------------------------------------------------------- */
 
 void
@@ -305,8 +318,8 @@ server_init(struct server *srv, struct conf *conf)
         fatalx("cannot open the control socket in %s", conf->data_dir);
 
     int sigs[3] = { SIGINT, SIGTERM, SIGHUP };
-    for (int i = 0; i < 2; i++) {
-        srv->sigs[i] = evsignal_new(srv->base, sigs[i], stop_cb, srv);
+    for (int i = 0; i < 3; i++) {
+        srv->sigs[i] = evsignal_new(srv->base, sigs[i], sigs[i] == SIGHUP ? hup_cb : stop_cb, srv);
         if (srv->sigs[i] == NULL || event_add(srv->sigs[i], NULL) < 0)
             fatalx("signal handler");
     }

@@ -54,6 +54,8 @@ void session_init(struct pt_session *s, struct server *srv, const struct session
 /* Bind: registers s under its full JID. An existing session with the same full
  * JID is closed with <conflict/> first. 0 or PT_E*. */
 int  session_register(struct pt_session *s);
+/* Fire PT_EV_SESSION_STARTED; the transport calls it once the client knows its JID. */
+void session_started(struct pt_session *s);
 /* Stop deliveries to s; fires PT_EV_SESSION_ENDED if it was bound. Idempotent. */
 void session_unregister(struct pt_session *s);
 /* Queue s for freeing at the end of the turn. */

@@ -93,8 +93,14 @@ session_register(struct pt_session *s)
     s->registered = 1;
     s->bound = 1;
     srv->nbound++;
-    events_fire(s->host, PT_EV_SESSION_STARTED, s, NULL, &s->jid);
     return 0;
+}
+
+void
+session_started(struct pt_session *s)
+{
+    if (s->registered)
+        events_fire(s->host, PT_EV_SESSION_STARTED, s, NULL, &s->jid);
 }
 
 void

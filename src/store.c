@@ -290,7 +290,8 @@ account_key(const char *bare, char *buf, MDB_val *k)
 {
     const char *at = strchr(bare, '@');
     size_t blen = strlen(bare);
-    if (at == NULL || at == bare || blen + 1 > ACCOUNT_KEY_MAX)
+    /* LMDB keys are at most 511 bytes (mdb_env_get_maxkeysize) */
+    if (at == NULL || at == bare || blen + 1 > ACCOUNT_KEY_MAX || blen > 511)
         return PT_EINVAL;
     size_t nlen = (size_t)(at - bare), dlen = blen - nlen - 1;
     memcpy(buf, at + 1, dlen);

@@ -432,9 +432,15 @@ serialize(struct strbuf *out, const struct xml_node *el, const char *parent_ns, 
         return;
     }
     const char *ns = el->ns == XML_NS_CONTENT ? content_ns : (el->ns ? el->ns : parent_ns);
+    /* stream-level elements use the prefix every stream header declares */
+    int streamns = el->ns && strcmp(el->ns, XML_NS_STREAM) == 0;
     strbuf_add(out, "<", 1);
+    if (streamns)
+        strbuf_add(out, "stream:", 7);
     strbuf_adds(out, el->name);
-    if (!ns_equal(ns, parent_ns)) {
+    if (streamns)
+        ns = parent_ns;         /* children see the enclosing default namespace */
+    else if (!ns_equal(ns, parent_ns)) {
         strbuf_adds(out, " xmlns='");
         strbuf_add_escaped(out, ns, strlen(ns), 1);
         strbuf_add(out, "'", 1);
@@ -461,6 +467,8 @@ serialize(struct strbuf *out, const struct xml_node *el, const char *parent_ns, 
     for (const struct xml_node *c = el->children; c; c = c->next)
         serialize(out, c, ns, content_ns);
     strbuf_add(out, "</", 2);
+    if (streamns)
+        strbuf_add(out, "stream:", 7);
     strbuf_adds(out, el->name);
     strbuf_add(out, ">", 1);
 }
@@ -544,10 +552,31 @@ flush_text(struct xml_stream *s)
     return rc;
 }
 
+/* The declarations almost every client stream makes, shared instead of copied
+ * into each stream (an idle session keeps only these). */
+static const char common_decls[] =
+    " xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'";
+
+static int decls_shared(const struct xml_stream *s) { return s->decls == common_decls; }
+
+static void
+free_decls(struct xml_stream *s)
+{
+    if (!decls_shared(s))
+        free(s->decls);
+    s->decls = NULL;
+    s->decls_len = 0;
+}
+
 static void
 record_decl(struct xml_stream *s, const XML_Char *prefix, const XML_Char *uri)
 {
     /* keep "xmlns[:prefix]='uri'" for re-creating the parser after an idle release */
+    if (decls_shared(s)) {
+        /* a second header on the same stream is not possible; be safe anyway */
+        s->decls = NULL;
+        s->decls_len = 0;
+    }
     struct strbuf b = { s->decls, s->decls_len, s->decls_len ? s->decls_len + 1 : 0, 0 };
     strbuf_adds(&b, " xmlns");
     if (prefix) {
@@ -563,6 +592,17 @@ record_decl(struct xml_stream *s, const XML_Char *prefix, const XML_Char *uri)
     }
     s->decls = b.data;
     s->decls_len = b.len;
+}
+
+/* after the header: swap a private copy equal to the common one for the shared one */
+static void
+intern_decls(struct xml_stream *s)
+{
+    if (s->decls && !decls_shared(s) && s->decls_len == sizeof common_decls - 1 &&
+        memcmp(s->decls, common_decls, s->decls_len) == 0) {
+        free(s->decls);
+        s->decls = (char *)common_decls;
+    }
 }
 
 static void XMLCALL
@@ -630,6 +670,7 @@ on_start(void *ud, const XML_Char *name, const XML_Char **atts)
         s->boundary = (uint64_t)XML_GetCurrentByteIndex(s->p) + (uint64_t)XML_GetCurrentByteCount(s->p);
         if (s->resumed)
             return;
+        intern_decls(s);
         struct arena *a = arena_new(1024);
         struct xml_node *hdr = a ? build_element(s, a, name, atts) : NULL;
         if (hdr == NULL) {
@@ -756,12 +797,16 @@ on_pi(void *ud, const XML_Char *target, const XML_Char *data)
     set_error(ud, XML_E_RESTRICTED, "processing instruction");
 }
 
+static size_t live_parsers;            /* for the control socket's stats */
+size_t xml_stream_live_parsers(void) { return live_parsers; }
+
 static int
 parser_create(struct xml_stream *s)
 {
     s->p = XML_ParserCreateNS("UTF-8", NS_SEP);
     if (s->p == NULL)
         return -1;
+    live_parsers++;
     XML_SetUserData(s->p, s);
     XML_SetElementHandler(s->p, on_start, on_end);
     XML_SetCharacterDataHandler(s->p, on_text);
@@ -782,6 +827,7 @@ parser_drop(struct xml_stream *s)
     if (s->p) {
         XML_ParserFree(s->p);
         s->p = NULL;
+        live_parsers--;
     }
     arena_free(&s->arena);
     s->cur = NULL;
@@ -806,9 +852,7 @@ static void
 reset_state(struct xml_stream *s)
 {
     parser_drop(s);
-    free(s->decls);
-    s->decls = NULL;
-    s->decls_len = 0;
+    free_decls(s);
     s->depth = 0;
     s->err = XML_OK;
     s->stopped = s->restart_pending = s->failed = s->closed = s->resumed = 0;
@@ -934,6 +978,7 @@ xml_stream_release_idle(struct xml_stream *s)
         return 0;
     XML_ParserFree(s->p);
     s->p = NULL;
+    live_parsers--;
     strbuf_free(&s->text);
     return 1;
 }
@@ -947,7 +992,7 @@ xml_stream_free(struct xml_stream **sp)
     if (s == NULL)
         return;
     parser_drop(s);
-    free(s->decls);
+    free_decls(s);
     free(s);
     *sp = NULL;
 }
