@@ -49,12 +49,11 @@ struct c2s {
     uint8_t *cbdata;                    /* channel-binding data the SASL session points to */
     char *authcid;                      /* authenticated node, until bound */
     struct event *delay_ev;             /* throttled SASL step */
-    struct xml_node *queued[MAX_QUEUED];/* elements that arrived while throttled */
+    struct xml_node **queued;           /* MAX_QUEUED elements that arrived while throttled */
     unsigned nqueued;
     unsigned sasl_tries;
     unsigned tls : 1, authed : 1, header_sent : 1, tls_bev : 1, starttls_pending : 1,
              sasl_need_initial : 1, paused : 1, peer_closed : 1, throttle_served : 1;
-    char stream_id[17];
 };
 
 static const struct session_ops c2s_ops;
@@ -105,15 +104,16 @@ send_header(struct c2s *c, const char *from)
         return;
     c->header_sent = 1;
     unsigned char rnd[8];
+    char stream_id[17];
     if (RAND_bytes(rnd, sizeof rnd) != 1)
         memset(rnd, 0, sizeof rnd);
     for (int i = 0; i < 8; i++)
-        snprintf(c->stream_id + 2 * i, 3, "%02x", rnd[i]);
+        snprintf(stream_id + 2 * i, 3, "%02x", rnd[i]);
     struct strbuf b;
     strbuf_init(&b);
     strbuf_adds(&b, "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
                     "xmlns:stream='http://etherx.jabber.org/streams' id='");
-    strbuf_adds(&b, c->stream_id);
+    strbuf_adds(&b, stream_id);
     if (from) {
         strbuf_adds(&b, "' from='");
         strbuf_add_escaped(&b, from, strlen(from), 1);
@@ -165,6 +165,7 @@ c2s_free(struct pt_session *s)
     struct c2s *c = C(s);
     for (unsigned i = 0; i < c->nqueued; i++)
         arena_free(&c->queued[i]->arena);
+    free(c->queued);
     if (c->delay_ev)
         event_free(c->delay_ev);
     sasl_free(&c->sasl);
@@ -355,7 +356,7 @@ on_stanza(void *ud, struct xml_node *el)
         return;
     }
     if (c->paused) {
-        if (c->nqueued == MAX_QUEUED) {
+        if (c->queued == NULL || c->nqueued == MAX_QUEUED) {
             arena_free(&el->arena);
             c2s_close(&c->s, "policy-violation");
             return;
@@ -595,7 +596,8 @@ delay_done(evutil_socket_t fd, short what, void *arg)
     c->throttle_served = 1;             /* the held step has waited its turn */
     unsigned n = c->nqueued;
     struct xml_node *q[MAX_QUEUED];
-    memcpy(q, c->queued, n * sizeof *q);
+    if (n)
+        memcpy(q, c->queued, n * sizeof *q);
     c->nqueued = 0;
     for (unsigned i = 0; i < n; i++) {
         if (c->s.closing || c->paused) {
@@ -626,6 +628,8 @@ maybe_delay(struct c2s *c, struct xml_node *el)
     }
     unsigned ms = server_auth_delay_ms(c->s.srv, c->s.peer);
     if (ms == 0)
+        return 0;
+    if (c->queued == NULL && (c->queued = calloc(MAX_QUEUED, sizeof *c->queued)) == NULL)
         return 0;
     if (c->delay_ev == NULL && (c->delay_ev = evtimer_new(c->s.srv->base, delay_done, c)) == NULL)
         return 0;

@@ -290,7 +290,7 @@ server_init(struct server *srv, struct conf *conf)
     if (srv->users == NULL || srv->auth_fail == NULL)
         fatalx("out of memory");
     srv->auth_fail_gc = event_new(srv->base, -1, EV_PERSIST, auth_fail_gc, srv);
-    struct timeval gc = { 60, 0 };
+    struct timeval gc = { 10, 0 };
     if (srv->auth_fail_gc == NULL || event_add(srv->auth_fail_gc, &gc) < 0)
         fatalx("timer");
 
