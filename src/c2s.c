@@ -19,6 +19,7 @@
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -994,6 +995,10 @@ c2s_accept(struct listener *l, evutil_socket_t fd, const struct sockaddr *addr, 
     if (c->xs == NULL)
         goto fail;
     evutil_make_socket_nonblocking(fd);
+    /* stanzas are small and latency matters: no Nagle delay */
+    int one = 1;
+    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0)
+        log_debug("c2s %s: TCP_NODELAY: %s", c->s.peer, strerror(errno));
     if (l->conf->tls == LISTEN_DIRECT_TLS) {
         SSL *ssl = new_ssl(srv);
         if (ssl == NULL)

@@ -165,8 +165,12 @@ open_listener(struct server *srv, struct listener *l)
                     *res = NULL;
     char port[8];
     snprintf(port, sizeof port, "%u", c->port);
-    const char *addr = strcmp(c->addr, "*") == 0 ? NULL : c->addr;
+    /* "*": every address; "::" takes IPv4 too (v4-mapped) where the system allows */
+    int any = strcmp(c->addr, "*") == 0;
+    const char *addr = any ? "::" : c->addr;
     int rc = getaddrinfo(addr, port, &hints, &res);
+    if (rc != 0 && any)
+        rc = getaddrinfo("0.0.0.0", port, &hints, &res);
     if (rc != 0)
         fatalx("listen %s:%u: %s", c->addr, c->port, gai_strerror(rc));
     l->srv = srv;
