@@ -50,6 +50,9 @@ struct c2s {
     uint8_t *cbdata;                    /* channel-binding data the SASL session points to */
     char *authcid;                      /* authenticated node, until bound */
     struct event *delay_ev;             /* throttled SASL step */
+    struct event *rate_ev;              /* reading paused: over the byte rate (made on first use) */
+    int32_t rate_tokens;                /* bytes the client may still send now */
+    uint32_t rate_at;                   /* second (monotonic) of the last refill */
     struct xml_node **queued;           /* MAX_QUEUED elements that arrived while throttled */
     unsigned nqueued;
     unsigned sasl_tries;
@@ -169,6 +172,8 @@ c2s_free(struct pt_session *s)
     free(c->queued);
     if (c->delay_ev)
         event_free(c->delay_ev);
+    if (c->rate_ev)
+        event_free(c->rate_ev);
     sasl_free(&c->sasl);
     free(c->cbdata);
     free(c->authcid);
@@ -895,12 +900,62 @@ process_element(struct c2s *c, struct xml_node *el)
 
 /* ---- I/O ----------------------------------------------------------------------------- */
 
+/* ---- byte rate ----------------------------------------------------------------------
+ * A token bucket per session: c2s_rate bytes a second, bursts of two seconds'
+ * worth. Over it, reading pauses until the bucket has refilled; what the
+ * client sends meanwhile waits in the kernel (TCP flow control), so one
+ * flooding client costs its own latency and nobody else's. */
+
+static void
+rate_resume(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct c2s *c = arg;
+    if (c->s.closing || c->bev == NULL)
+        return;
+    if (!c->paused)
+        bufferevent_enable(c->bev, EV_READ);
+}
+
+/* Charge n bytes; 1 if reading must pause. */
+static int
+rate_charge(struct c2s *c, size_t n)
+{
+    unsigned rate = c->s.srv->conf->c2s_rate;
+    uint32_t now = (uint32_t)(pt_now_ms() / 1000);
+    int64_t burst = 2 * (int64_t)rate;
+    if (c->rate_at == 0) {
+        c->rate_tokens = (int32_t)burst;
+        c->rate_at = now;
+    } else if (now != c->rate_at) {
+        int64_t t = c->rate_tokens + (int64_t)(now - c->rate_at) * rate;
+        c->rate_tokens = (int32_t)(t > burst ? burst : t);
+        c->rate_at = now;
+    }
+    int64_t t = (int64_t)c->rate_tokens - (int64_t)n;
+    c->rate_tokens = (int32_t)(t < -burst ? -burst : t);
+    if (c->rate_tokens >= 0)
+        return 0;
+    if (c->rate_ev == NULL && (c->rate_ev = evtimer_new(c->s.srv->base, rate_resume, c)) == NULL)
+        return 0;
+    /* wait until the debt is paid back */
+    uint64_t ms = (uint64_t)(-(int64_t)c->rate_tokens) * 1000 / rate + 1;
+    struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000) };
+    bufferevent_disable(c->bev, EV_READ);
+    evtimer_add(c->rate_ev, &tv);
+    log_debug("c2s %s (%s): over %u bytes/s, reading paused for %llu ms", c->s.peer,
+              c->s.jid.full ? c->s.jid.full : "-", rate, (unsigned long long)ms);
+    return 1;
+}
+
 static void
 read_cb(struct bufferevent *bev, void *arg)
 {
     struct c2s *c = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
     session_touch(&c->s);
+    rate_charge(c, evbuffer_get_length(in));
     while (evbuffer_get_length(in) > 0 && !c->s.closing && !c->paused && !c->starttls_pending) {
         size_t n = evbuffer_get_contiguous_space(in);
         const char *p = (const char *)evbuffer_pullup(in, (ssize_t)n);
