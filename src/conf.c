@@ -85,6 +85,42 @@ v_log_level(cfg_t *cfg, cfg_opt_t *opt)
     return 0;
 }
 
+/* Checked while parsing, so that cfg->line is the line of the option
+ * (after parsing, a section's line is the line of its closing brace). */
+static int
+v_admins(cfg_t *cfg, cfg_opt_t *opt)
+{
+    for (unsigned i = 0; i < cfg_opt_size(opt); i++) {
+        const char *a = cfg_opt_getnstr(opt, i);
+        struct jid j;
+        int bad = jid_parse(&j, a, strlen(a)) < 0 || j.resource != NULL || j.node[0] == '\0';
+        jid_clear(&j);
+        if (bad) {
+            cfg_error(cfg, "host \"%s\": admin \"%s\" is not a bare user JID", cfg_title(cfg), a);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int
+v_modules(cfg_t *cfg, cfg_opt_t *opt)
+{
+    for (unsigned i = 0; i < cfg_opt_size(opt); i++) {
+        const char *m = cfg_opt_getnstr(opt, i);
+        if (conf_find_module(m) == NULL) {
+            cfg_error(cfg, "host \"%s\": unknown module \"%s\"", cfg_title(cfg), m);
+            return -1;
+        }
+        for (unsigned k = 0; k < i; k++)
+            if (strcmp(cfg_opt_getnstr(opt, k), m) == 0) {
+                cfg_error(cfg, "host \"%s\": module \"%s\" is listed twice", cfg_title(cfg), m);
+                return -1;
+            }
+    }
+    return 0;
+}
+
 /* A per-module section built from the module's option table. */
 static cfg_opt_t *
 module_opts(const struct pt_module *mod)
@@ -273,6 +309,8 @@ conf_load(const char *path, char *err, size_t errlen)
     cfg_set_validate_func(cfg, "limits|c2s_rate", v_rate);
     cfg_set_validate_func(cfg, "listen|type", v_listen_type);
     cfg_set_validate_func(cfg, "listen|tls", v_listen_tls);
+    cfg_set_validate_func(cfg, "host|admins", v_admins);
+    cfg_set_validate_func(cfg, "host|modules", v_modules);
     (void)v_port;
 
     int rc = cfg_parse(cfg, path);
@@ -370,6 +408,7 @@ conf_load(const char *path, char *err, size_t errlen)
             struct jid j;
             const char *a = cfg_getnstr(h, "admins", (unsigned)k);
             if (jid_parse(&j, a, strlen(a)) < 0 || j.resource != NULL || j.node[0] == '\0') {
+                jid_clear(&j);
                 snprintf(err, errlen, "%s:%d: host \"%s\": admin \"%s\" is not a bare user JID",
                          path, h->line, name, a);
                 goto fail;

@@ -57,7 +57,13 @@ iq_valid(const struct pt_stanza *st)
 {
     /* RFC 6120 8.2.3: id required; get/set carry exactly one payload element */
     const char *type = xml_attr(st->xml, "type");
-    if (pt_stanza_id(st) == NULL || type == NULL)
+    if (type == NULL)
+        return 0;
+    /* an error answers whatever came, an id-less request included: it keeps
+     * the id if there was one, and is never answered itself */
+    if (strcmp(type, "error") == 0)
+        return 1;
+    if (pt_stanza_id(st) == NULL)
         return 0;
     if (strcmp(type, "get") == 0 || strcmp(type, "set") == 0) {
         struct xml_node *p = pt_stanza_payload(st);
@@ -106,12 +112,12 @@ deliver_message_bare(struct host *h, struct pt_stanza *st, struct pt_session *or
             delivered++;
     if (delivered)
         return;
-    if (strcmp(type, "error") == 0)
+    /* RFC 6121 8.5.2.2.1: errors and headlines are silently ignored, not stored */
+    if (strcmp(type, "error") == 0 || strcmp(type, "headline") == 0)
         return;
     if (hooks_run(h, "message/offline", origin, st) == PT_HANDLED)
         return;
-    if (strcmp(type, "headline") != 0)
-        router_bounce(h->srv, st, "cancel", "service-unavailable", NULL);
+    router_bounce(h->srv, st, "cancel", "service-unavailable", NULL);
 }
 
 static int

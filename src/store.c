@@ -25,7 +25,7 @@ struct store {
     MDB_txn *wtxn;
     struct commit_cb *cbs;
     size_t ncbs, capcbs;
-    struct { char *name; MDB_dbi dbi; } dbs[MAX_DBS];
+    struct { char *name; MDB_dbi dbi; int pending; } dbs[MAX_DBS];
     size_t ndbs;
     void (*wakeup)(void *);
     void *wakeup_arg;
@@ -43,32 +43,36 @@ store_dbi(struct store *s, const char *name, MDB_dbi *out)
         }
     if (s->ndbs == MAX_DBS)
         return PT_ESTORE;
-    /* opening a dbi needs a txn that commits before others use the handle */
-    if (s->wtxn) {
-        int rc = store_commit(s);
-        if (rc < 0)
-            return rc;
-    }
-    MDB_txn *txn;
-    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
-    if (rc != 0) {
+    char *copy = strdup(name);
+    if (copy == NULL)
+        return PT_ENOMEM;
+    /* Open in the turn's write txn when there is one: the handle works in it at
+     * once and in every later txn after it commits. Committing the turn here
+     * instead would free the txn callers hold (store_wtxn, store_read_begin). */
+    MDB_txn *txn = s->wtxn;
+    int own = txn == NULL, rc = 0;
+    if (own && (rc = mdb_txn_begin(s->env, NULL, 0, &txn)) != 0) {
         log_warnx("store: cannot begin a transaction: %s", mdb_strerror(rc));
+        free(copy);
         return PT_ESTORE;
     }
     MDB_dbi dbi;
     rc = mdb_dbi_open(txn, name, MDB_CREATE, &dbi);
-    if (rc == 0)
-        rc = mdb_txn_commit(txn);
-    else
-        mdb_txn_abort(txn);
+    if (own) {
+        if (rc == 0)
+            rc = mdb_txn_commit(txn);
+        else
+            mdb_txn_abort(txn);
+    }
     if (rc != 0) {
         log_warnx("store: cannot open database %s: %s", name, mdb_strerror(rc));
+        free(copy);
         return PT_ESTORE;
     }
-    s->dbs[s->ndbs].name = strdup(name);
-    if (s->dbs[s->ndbs].name == NULL)
-        return PT_ENOMEM;
-    s->dbs[s->ndbs++].dbi = dbi;
+    s->dbs[s->ndbs].name = copy;
+    s->dbs[s->ndbs].dbi = dbi;
+    s->dbs[s->ndbs].pending = !own;     /* LMDB closes it if the turn fails to commit */
+    s->ndbs++;
     *out = dbi;
     return 0;
 }
@@ -240,6 +244,17 @@ store_commit(struct store *s)
             log_error("store: commit failed: %s", mdb_strerror(rc));
             ok = 0;
         }
+        /* handles opened in the txn live on if it committed, are closed if not */
+        size_t j = 0;
+        for (size_t i = 0; i < s->ndbs; i++) {
+            if (s->dbs[i].pending && !ok) {
+                free(s->dbs[i].name);
+                continue;
+            }
+            s->dbs[i].pending = 0;
+            s->dbs[j++] = s->dbs[i];
+        }
+        s->ndbs = j;
     }
     /* callbacks may queue more work; run the ones we have */
     size_t n = s->ncbs;
@@ -291,7 +306,9 @@ account_key(const char *bare, char *buf, MDB_val *k)
     const char *at = strchr(bare, '@');
     size_t blen = strlen(bare);
     /* LMDB keys are at most 511 bytes (mdb_env_get_maxkeysize) */
-    if (at == NULL || at == bare || blen + 1 > ACCOUNT_KEY_MAX || blen > 511)
+    /* node@domain, both non-empty and without a resource: a prepared bare JID */
+    if (at == NULL || at == bare || at[1] == '\0' || strpbrk(at + 1, "@/") != NULL ||
+        blen + 1 > ACCOUNT_KEY_MAX || blen > 511)
         return PT_EINVAL;
     size_t nlen = (size_t)(at - bare), dlen = blen - nlen - 1;
     memcpy(buf, at + 1, dlen);

@@ -60,8 +60,8 @@ static void db_init(struct test_db *db, const char *user, const char *password)
 
 /* ---- driving the server ----------------------------------------------- */
 
-static const struct sasl_conn_info NO_TLS = { 0, NULL, 0, NULL, 0 };
-static const struct sasl_conn_info TLS_ONLY = { 1, NULL, 0, NULL, 0 };
+static const struct sasl_conn_info NO_TLS = { .tls = 0 };
+static const struct sasl_conn_info TLS_ONLY = { .tls = 1 };
 static const uint8_t EXPORTER[32] = {
     0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f, 0x10,
     0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f, 0x20,
@@ -73,7 +73,7 @@ static const uint8_t ENDPOINT[32] = {
 
 static struct sasl_conn_info tls_cb(int exporter, int endpoint)
 {
-    struct sasl_conn_info ci = { 1, NULL, 0, NULL, 0 };
+    struct sasl_conn_info ci = { .tls = 1 };
     if (exporter) {
         ci.cb_exporter = EXPORTER;
         ci.cb_exporter_len = sizeof EXPORTER;
@@ -450,6 +450,28 @@ static void test_plus_endpoint(void **state)
     /* Only the end-point binding available. */
     ci = tls_cb(0, 1);
     assert_int_equal(run_scram("SCRAM-SHA-256-PLUS", &ci, &db, &c).res, SASL_DONE);
+}
+
+/* tls-unique (RFC 5929), as slixmpp sends it: offered when only it is available,
+ * accepted with the right data, refused with other data. */
+static void test_plus_unique(void **state)
+{
+    (void)state;
+    struct test_db db;
+    db_init(&db, "user", "pencil");
+    static const uint8_t FINISHED[12] = { 9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 1, 2 };
+    struct sasl_conn_info ci = { .tls = 1, .cb_unique = FINISHED, .cb_unique_len = sizeof FINISHED };
+    const char *names[16];
+    size_t n = sasl_mechanisms(&ci, names, 16);
+    assert_true(n > 0);
+    assert_string_equal(names[0], "SCRAM-SHA-512-PLUS");
+    struct client c = { .h = SASL_SHA512, .user = "user", .password = "pencil",
+                        .gs2 = "p=tls-unique,,", .cb = FINISHED, .cb_len = sizeof FINISHED,
+                        .cnonce = "cbnonce" };
+    assert_int_equal(run_scram("SCRAM-SHA-512-PLUS", &ci, &db, &c).res, SASL_DONE);
+    static const uint8_t OTHER[12] = { 0 };
+    c.cb = OTHER;
+    assert_int_equal(run_scram("SCRAM-SHA-512-PLUS", &ci, &db, &c).res, SASL_FAIL);
 }
 
 static void test_plus_wrong_cb_data(void **state)
@@ -1131,6 +1153,7 @@ int main(void)
         cmocka_unit_test(test_extensions_ignored),
         cmocka_unit_test(test_plus_exporter),
         cmocka_unit_test(test_plus_endpoint),
+        cmocka_unit_test(test_plus_unique),
         cmocka_unit_test(test_plus_wrong_cb_data),
         cmocka_unit_test(test_cb_policy),
         cmocka_unit_test(test_wrong_password),
