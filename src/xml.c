@@ -31,6 +31,8 @@ arena_new(size_t first_chunk)
 {
     if (first_chunk < 256)
         first_chunk = 256;
+    if (first_chunk > SIZE_MAX / 2)
+        return NULL;
     struct arena *a = malloc(sizeof *a + first_chunk);
     if (a == NULL)
         return NULL;
@@ -45,6 +47,8 @@ arena_new(size_t first_chunk)
 void *
 arena_alloc(struct arena *a, size_t size)
 {
+    if (size > SIZE_MAX / 2)
+        return NULL;
     size = (size + 7) & ~(size_t)7;
     struct arena_chunk *c = a->head;
     if (c->size - c->used < size) {
@@ -72,7 +76,7 @@ arena_alloc(struct arena *a, size_t size)
 char *
 arena_strndup(struct arena *a, const char *s, size_t n)
 {
-    char *p = arena_alloc(a, n + 1);
+    char *p = n < SIZE_MAX ? arena_alloc(a, n + 1) : NULL;
     if (p == NULL)
         return NULL;
     memcpy(p, s, n);
@@ -94,6 +98,7 @@ arena_free(struct arena **ap)
     struct arena *a = *ap;
     if (a == NULL)
         return;
+    *ap = NULL;                  /* first: ap may point into the arena (&el->arena) */
     struct arena_chunk *c = a->head;
     while (c != &a->first) {
         struct arena_chunk *n = c->next;
@@ -101,7 +106,6 @@ arena_free(struct arena **ap)
         c = n;
     }
     free(a);
-    *ap = NULL;
 }
 
 /* ---- tree -------------------------------------------------------------- */
@@ -309,8 +313,8 @@ xml_copy(struct arena *a, const struct xml_node *el)
         return n->text ? n : NULL;
     }
     n->name = arena_strdup(a, el->name);
-    n->ns = el->ns == XML_NS_CONTENT ? XML_NS_CONTENT : arena_strdup(a, el->ns ? el->ns : "");
-    if (n->name == NULL || n->ns == NULL)
+    n->ns = el->ns == XML_NS_CONTENT || el->ns == NULL ? el->ns : arena_strdup(a, el->ns);
+    if (n->name == NULL || (el->ns != NULL && n->ns == NULL))
         return NULL;
     struct xml_attr **tail = &n->attrs;
     for (const struct xml_attr *at = el->attrs; at; at = at->next) {
@@ -432,13 +436,16 @@ serialize(struct strbuf *out, const struct xml_node *el, const char *parent_ns, 
         return;
     }
     const char *ns = el->ns == XML_NS_CONTENT ? content_ns : (el->ns ? el->ns : parent_ns);
-    /* stream-level elements use the prefix every stream header declares */
-    int streamns = el->ns && strcmp(el->ns, XML_NS_STREAM) == 0;
+    /* stream-level elements use the prefix every stream header declares; the
+     * xml namespace has a fixed prefix and must never be declared */
+    const char *fixed = el->ns == NULL ? NULL
+                      : strcmp(el->ns, XML_NS_STREAM) == 0 ? "stream:"
+                      : strcmp(el->ns, XML_NS_XML) == 0 ? "xml:" : NULL;
     strbuf_add(out, "<", 1);
-    if (streamns)
-        strbuf_add(out, "stream:", 7);
+    if (fixed)
+        strbuf_adds(out, fixed);
     strbuf_adds(out, el->name);
-    if (streamns)
+    if (fixed)
         ns = parent_ns;         /* children see the enclosing default namespace */
     else if (!ns_equal(ns, parent_ns)) {
         strbuf_adds(out, " xmlns='");
@@ -447,7 +454,9 @@ serialize(struct strbuf *out, const struct xml_node *el, const char *parent_ns, 
     }
     int pfx = 0;
     for (const struct xml_attr *a = el->attrs; a; a = a->next) {
-        if (a->ns) {
+        if (a->ns && strcmp(a->ns, XML_NS_XML) == 0) {
+            strbuf_add(out, " xml:", 5);
+        } else if (a->ns) {
             strbuf_addf(out, " xmlns:a%d='", pfx);
             strbuf_add_escaped(out, a->ns, strlen(a->ns), 1);
             strbuf_addf(out, "' a%d:", pfx++);
@@ -467,8 +476,8 @@ serialize(struct strbuf *out, const struct xml_node *el, const char *parent_ns, 
     for (const struct xml_node *c = el->children; c; c = c->next)
         serialize(out, c, ns, content_ns);
     strbuf_add(out, "</", 2);
-    if (streamns)
-        strbuf_add(out, "stream:", 7);
+    if (fixed)
+        strbuf_adds(out, fixed);
     strbuf_adds(out, el->name);
     strbuf_add(out, ">", 1);
 }
@@ -516,6 +525,9 @@ struct xml_stream {
     int stopped, restart_pending, failed, closed;
     int resumed;                 /* parser re-created after an idle release: skip the open callback */
     char *decls;                 /* namespace declarations of the header, for re-creation */
+    char *hdr_qname;             /* the header's name as written ("stream:stream"), for re-creation */
+    int in_parse;                /* inside XML_Parse(), i.e. inside a callback */
+    size_t ns_cost;              /* namespace bytes the serializer will write for this stanza */
     size_t decls_len;
 };
 
@@ -528,15 +540,31 @@ static void set_error(struct xml_stream *s, enum xml_error e, const char *detail
     XML_StopParser(s->p, XML_FALSE);
 }
 
+/* The namespace part of an expat name: XML_NS_CONTENT, or the parent's
+ * string when equal, instead of a copy for each element. */
 static const char *
-split_name(struct arena *a, const char *qname, const char **ns_out)
+intern_ns(struct xml_stream *s, struct arena *a, const char *uri, size_t n, const char *parent_ns)
+{
+    if (strlen(s->content_ns) == n && memcmp(uri, s->content_ns, n) == 0)
+        return XML_NS_CONTENT;
+    if (parent_ns && parent_ns != XML_NS_CONTENT && strlen(parent_ns) == n &&
+        memcmp(parent_ns, uri, n) == 0)
+        return parent_ns;
+    return arena_strndup(a, uri, n);
+}
+
+static const char *
+split_name(struct xml_stream *s, struct arena *a, const char *qname, const char **ns_out,
+           const char *parent_ns)
 {
     const char *sep = strchr(qname, NS_SEP);
     if (sep == NULL) {
         *ns_out = NULL;
         return arena_strdup(a, qname);
     }
-    *ns_out = arena_strndup(a, qname, (size_t)(sep - qname));
+    *ns_out = intern_ns(s, a, qname, (size_t)(sep - qname), parent_ns);
+    if (*ns_out == NULL)
+        return NULL;
     const char *local = sep + 1;
     const char *sep2 = strchr(local, NS_SEP);   /* prefix triplet part, unused */
     return sep2 ? arena_strndup(a, local, (size_t)(sep2 - local)) : arena_strdup(a, local);
@@ -613,11 +641,34 @@ on_ns_start(void *ud, const XML_Char *prefix, const XML_Char *uri)
         record_decl(s, prefix, uri);
 }
 
+/* "uri\1local\1prefix" -> "prefix:local", the header's name for a replay */
+static int
+record_qname(struct xml_stream *s, const char *name)
+{
+    const char *local = strchr(name, NS_SEP);
+    local = local ? local + 1 : name;
+    const char *prefix = strchr(local, NS_SEP);
+    size_t llen = prefix ? (size_t)(prefix - local) : strlen(local);
+    struct strbuf b;
+    strbuf_init(&b);
+    if (prefix) {
+        strbuf_adds(&b, prefix + 1);
+        strbuf_add(&b, ":", 1);
+    }
+    strbuf_add(&b, local, llen);
+    if (b.failed)
+        return -1;
+    free(s->hdr_qname);
+    s->hdr_qname = b.data;
+    return 0;
+}
+
 static struct xml_node *
 build_element(struct xml_stream *s, struct arena *a, const XML_Char *name, const XML_Char **atts)
 {
     const char *ns;
-    const char *local = split_name(a, name, &ns);
+    const char *parent_ns = s->cur ? s->cur->ns : NULL;
+    const char *local = split_name(s, a, name, &ns, parent_ns);
     if (local == NULL)
         return NULL;
     struct xml_node *n = arena_alloc(a, sizeof *n);
@@ -626,16 +677,22 @@ build_element(struct xml_stream *s, struct arena *a, const XML_Char *name, const
     n->type = XML_ELEMENT;
     n->arena = a;
     n->name = local;
-    n->ns = ns ? (strcmp(ns, s->content_ns) == 0 ? XML_NS_CONTENT : ns) : "";
+    n->ns = ns ? ns : "";
+    /* what the serializer writes beyond the input: xmlns='...' where the
+     * namespace differs from the parent's, xmlns:aN='...' per qualified attribute */
+    if (n->ns != XML_NS_CONTENT && n->ns != parent_ns)
+        s->ns_cost += strlen(n->ns) + 10;
     struct xml_attr **tail = &n->attrs;
     for (int i = 0; atts[i]; i += 2) {
         struct xml_attr *at = arena_alloc(a, sizeof *at);
         if (at == NULL)
             return NULL;
         const char *ans;
-        const char *alocal = split_name(a, atts[i], &ans);
+        const char *alocal = split_name(s, a, atts[i], &ans, n->ns);
         if (alocal == NULL)
             return NULL;
+        if (ans == XML_NS_CONTENT && (ans = arena_strdup(a, s->content_ns)) == NULL)
+            return NULL;                        /* attributes keep the literal URI */
         if (ans && strcmp(ans, XML_NS_XML) == 0) {
             char *q = arena_alloc(a, strlen(alocal) + 5);
             if (q == NULL)
@@ -646,6 +703,8 @@ build_element(struct xml_stream *s, struct arena *a, const XML_Char *name, const
         } else {
             at->name = alocal;
             at->ns = ans;
+            if (ans)
+                s->ns_cost += strlen(ans) + 16;
         }
         if ((at->value = arena_strdup(a, atts[i + 1])) == NULL)
             return NULL;
@@ -671,6 +730,10 @@ on_start(void *ud, const XML_Char *name, const XML_Char **atts)
         if (s->resumed)
             return;
         intern_decls(s);
+        if (record_qname(s, name) < 0) {
+            set_error(s, XML_E_NOMEM, NULL);
+            return;
+        }
         struct arena *a = arena_new(1024);
         struct xml_node *hdr = a ? build_element(s, a, name, atts) : NULL;
         if (hdr == NULL) {
@@ -688,6 +751,7 @@ on_start(void *ud, const XML_Char *name, const XML_Char **atts)
         return;
     }
     if (s->depth == 1) {
+        s->ns_cost = 0;
         s->arena = arena_new(2048);
         if (s->arena == NULL) {
             set_error(s, XML_E_NOMEM, NULL);
@@ -700,6 +764,10 @@ on_start(void *ud, const XML_Char *name, const XML_Char **atts)
     struct xml_node *n = build_element(s, s->arena, name, atts);
     if (n == NULL) {
         set_error(s, XML_E_NOMEM, NULL);
+        return;
+    }
+    if (s->lim.max_stanza && s->ns_cost > s->lim.max_stanza) {
+        set_error(s, XML_E_TOO_BIG, "namespace expansion");
         return;
     }
     if (s->cur)
@@ -808,6 +876,7 @@ parser_create(struct xml_stream *s)
         return -1;
     live_parsers++;
     XML_SetUserData(s->p, s);
+    XML_SetReturnNSTriplet(s->p, XML_TRUE);   /* names carry the prefix: record_qname() */
     XML_SetElementHandler(s->p, on_start, on_end);
     XML_SetCharacterDataHandler(s->p, on_text);
     XML_SetStartNamespaceDeclHandler(s->p, on_ns_start);
@@ -816,6 +885,10 @@ parser_create(struct xml_stream *s)
     XML_SetCommentHandler(s->p, on_comment);
     XML_SetProcessingInstructionHandler(s->p, on_pi);
     XML_SetParamEntityParsing(s->p, XML_PARAM_ENTITY_PARSING_NEVER);
+#if XML_MAJOR_VERSION > 2 || (XML_MAJOR_VERSION == 2 && XML_MINOR_VERSION >= 6)
+    /* deliver a stanza as soon as its bytes are here (expat 2.6 may hold back big tags) */
+    XML_SetReparseDeferralEnabled(s->p, XML_FALSE);
+#endif
     s->fed = 0;
     s->boundary = 0;
     return 0;
@@ -853,6 +926,8 @@ reset_state(struct xml_stream *s)
 {
     parser_drop(s);
     free_decls(s);
+    free(s->hdr_qname);
+    s->hdr_qname = NULL;
     s->depth = 0;
     s->err = XML_OK;
     s->stopped = s->restart_pending = s->failed = s->closed = s->resumed = 0;
@@ -861,13 +936,12 @@ reset_state(struct xml_stream *s)
 void
 xml_stream_restart(struct xml_stream *s)
 {
-    if (s->p) {
-        XML_ParsingStatus st;
-        XML_GetParsingStatus(s->p, &st);
-        if (st.parsing == XML_PARSING) {
-            s->restart_pending = 1;
-            return;
-        }
+    if (s->p && s->in_parse) {
+        /* inside a callback: the boundary is already after the current item */
+        s->restart_pending = 1;
+        s->resume_at = s->boundary;
+        XML_StopParser(s->p, XML_FALSE);
+        return;
     }
     reset_state(s);
 }
@@ -894,8 +968,10 @@ parser_resume(struct xml_stream *s)
     s->depth = 0;
     struct strbuf h;
     strbuf_init(&h);
-    strbuf_adds(&h, "<stream:stream");
-    strbuf_add(&h, s->decls, s->decls_len);
+    strbuf_add(&h, "<", 1);
+    strbuf_adds(&h, s->hdr_qname);
+    if (s->decls)
+        strbuf_add(&h, s->decls, s->decls_len);
     strbuf_add(&h, ">", 1);
     if (h.failed || XML_Parse(s->p, h.data, (int)h.len, 0) != XML_STATUS_OK || s->depth != 1) {
         strbuf_free(&h);
@@ -914,7 +990,7 @@ xml_stream_feed(struct xml_stream *s, const char *data, size_t len)
         return -1;
     while (len > 0) {
         if (s->p == NULL) {
-            int rc = (s->decls && s->depth == 1) ? parser_resume(s) : parser_create(s);
+            int rc = (s->hdr_qname && s->depth == 1) ? parser_resume(s) : parser_create(s);
             if (rc < 0) {
                 s->failed = 1;
                 if (s->cb->error)
@@ -927,15 +1003,18 @@ xml_stream_feed(struct xml_stream *s, const char *data, size_t len)
         size_t chunk = len > (1u << 30) ? (1u << 30) : len;
         if (s->lim.max_stanza) {
             uint64_t pending = s->fed - s->boundary;
-            if (pending > s->lim.max_stanza)
+            if (pending >= s->lim.max_stanza)
                 set_error(s, XML_E_TOO_BIG, NULL);
-            else if (chunk > s->lim.max_stanza + 1 - pending)
-                chunk = (size_t)(s->lim.max_stanza + 1 - pending);
+            else if (chunk > s->lim.max_stanza - pending)
+                chunk = (size_t)(s->lim.max_stanza - pending);
         }
         uint64_t start = s->fed;
         enum XML_Status st = XML_STATUS_OK;
-        if (s->err == XML_OK)
+        if (s->err == XML_OK) {
+            s->in_parse = 1;
             st = XML_Parse(s->p, data, (int)chunk, 0);
+            s->in_parse = 0;
+        }
         if (s->restart_pending && s->err == XML_OK) {
             size_t used = (size_t)(s->resume_at - start);
             if (used > chunk)
@@ -960,7 +1039,8 @@ xml_stream_feed(struct xml_stream *s, const char *data, size_t len)
         s->fed += chunk;
         data += chunk;
         len -= chunk;
-        if (s->depth >= 1 && s->lim.max_stanza && s->fed - s->boundary > s->lim.max_stanza) {
+        /* still incomplete after max_stanza bytes: it will be longer */
+        if (s->depth >= 1 && s->lim.max_stanza && s->fed - s->boundary >= s->lim.max_stanza) {
             s->failed = 1;
             if (s->cb->error)
                 s->cb->error(s->ud, XML_E_TOO_BIG, NULL);
@@ -974,7 +1054,7 @@ int
 xml_stream_release_idle(struct xml_stream *s)
 {
     if (s->p == NULL || s->depth != 1 || s->cur || s->fed != s->boundary || s->failed ||
-        s->stopped || s->decls == NULL)
+        s->stopped || s->hdr_qname == NULL)
         return 0;
     XML_ParserFree(s->p);
     s->p = NULL;
@@ -993,6 +1073,8 @@ xml_stream_free(struct xml_stream **sp)
         return;
     parser_drop(s);
     free_decls(s);
+    free(s->hdr_qname);
+    s->hdr_qname = NULL;
     free(s);
     *sp = NULL;
 }

@@ -110,7 +110,7 @@ const char *xml_error_name(enum xml_error e);
 
 struct xml_limits {
     size_t   max_stanza;         /* bytes of one stanza, including partial input */
-    unsigned max_depth;          /* element nesting inside a stanza */
+    unsigned max_depth;          /* element nesting, the stream element included */
     unsigned max_attrs;          /* attributes per element */
 };
 
