@@ -18,6 +18,7 @@ struct ping_conf {
 
 struct ping_state {
     uint64_t sent_ms;                   /* when our last ping went out, 0 if never */
+    uint64_t last_rx_ms;                /* the session's last receive time at that moment */
 };
 
 static enum pt_verdict
@@ -50,7 +51,9 @@ ping_check(struct pt_mod *m, struct pt_session *s, void *arg)
     if (ps == NULL)
         return 0;
     uint64_t idle = pt_session_idle_ms(s);
-    if (ps->sent_ms && idle >= (uint64_t)(now - ps->sent_ms)) {
+    uint64_t last_rx = now - idle;
+    /* compare receive times, not durations: an answer in the same millisecond counts */
+    if (ps->sent_ms && last_rx <= ps->last_rx_ms) {
         /* nothing received since our ping */
         if (now - ps->sent_ms >= (uint64_t)c->timeout * 1000) {
             pt_log(m, PT_LOG_INFO, "%s did not answer a ping in %llds: closing",
@@ -67,6 +70,7 @@ ping_check(struct pt_mod *m, struct pt_session *s, void *arg)
     struct xml_node *p = xml_add(pt_stanza_xml(iq), NS_PING, "ping");
     if (p && pt_session_send(s, iq) == 0) {
         ps->sent_ms = now;
+        ps->last_rx_ms = last_rx;
         pt_log(m, PT_LOG_DEBUG, "pinging %s, quiet for %llus", pt_session_jid(s)->full,
                (unsigned long long)(idle / 1000));
     }
