@@ -37,6 +37,7 @@
 
 #define MAX_OUTPUT      (16u << 20)     /* a peer that does not read: closed past this */
 #define MAX_SASL_TRIES  5
+#define MAX_SASL_ATTEMPTS 16
 #define MAX_QUEUED      8
 #define MAX_RESOURCES   64
 
@@ -51,11 +52,12 @@ struct c2s {
     char *authcid;                      /* authenticated node, until bound */
     struct event *delay_ev;             /* throttled SASL step */
     struct event *rate_ev;              /* reading paused: over the byte rate (made on first use) */
-    int32_t rate_tokens;                /* bytes the client may still send now */
+    int64_t rate_tokens;                /* bytes the client may still send now */
     uint32_t rate_at;                   /* second (monotonic) of the last refill */
     struct xml_node **queued;           /* MAX_QUEUED elements that arrived while throttled */
     unsigned nqueued;
-    unsigned sasl_tries;
+    unsigned sasl_tries;                /* wrong passwords on this stream */
+    unsigned sasl_attempts;             /* other failed attempts */
     unsigned tls : 1, authed : 1, header_sent : 1, tls_bev : 1, starttls_pending : 1,
              sasl_need_initial : 1, paused : 1, peer_closed : 1, throttle_served : 1;
 };
@@ -498,9 +500,14 @@ sasl_feed(struct c2s *c, const char *b64)
         return;
     }
     if (r == SASL_FAIL) {
-        log_info("c2s %s: authentication failed (%s): %s", c->s.peer, sasl_mechanism(c->sasl),
-                 cond ? cond : "not-authorized");
-        sasl_failure(c, cond ? cond : "not-authorized", 1);
+        int guess = sasl_proof_checked(c->sasl);
+        log_info("c2s %s: authentication failed (%s): %s%s", c->s.peer, sasl_mechanism(c->sasl),
+                 cond ? cond : "not-authorized", guess ? "" : " (before any password check)");
+        /* only wrong passwords count toward throttling; a client trying
+         * mechanisms or channel bindings in turn is not guessing */
+        sasl_failure(c, cond ? cond : "not-authorized", guess);
+        if (!guess && ++c->sasl_attempts > MAX_SASL_ATTEMPTS)
+            c2s_close(&c->s, "policy-violation");
         return;
     }
     /* authenticated: the authzid, if any, must be the account itself */
@@ -926,21 +933,21 @@ rate_charge(struct c2s *c, size_t n)
     uint32_t now = (uint32_t)(pt_now_ms() / 1000);
     int64_t burst = 2 * (int64_t)rate;
     if (c->rate_at == 0) {
-        c->rate_tokens = (int32_t)burst;
+        c->rate_tokens = burst;
         c->rate_at = now;
     } else if (now != c->rate_at) {
         int64_t t = c->rate_tokens + (int64_t)(now - c->rate_at) * rate;
-        c->rate_tokens = (int32_t)(t > burst ? burst : t);
+        c->rate_tokens = t > burst ? burst : t;
         c->rate_at = now;
     }
-    int64_t t = (int64_t)c->rate_tokens - (int64_t)n;
-    c->rate_tokens = (int32_t)(t < -burst ? -burst : t);
+    int64_t t = c->rate_tokens - (int64_t)n;
+    c->rate_tokens = t < -burst ? -burst : t;
     if (c->rate_tokens >= 0)
         return 0;
     if (c->rate_ev == NULL && (c->rate_ev = evtimer_new(c->s.srv->base, rate_resume, c)) == NULL)
         return 0;
     /* wait until the debt is paid back */
-    uint64_t ms = (uint64_t)(-(int64_t)c->rate_tokens) * 1000 / rate + 1;
+    uint64_t ms = (uint64_t)(-c->rate_tokens) * 1000 / rate + 1;
     struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000) };
     bufferevent_disable(c->bev, EV_READ);
     evtimer_add(c->rate_ev, &tv);

@@ -374,6 +374,7 @@ struct sasl_session {
     void *lookup_ctx;
     enum state state;
     int empty_seen;          /* an empty first message got an empty challenge */
+    int proof_checked;       /* a password or proof was checked (a failure is a guess) */
     char *username;          /* un-escaped authcid */
     char *authzid;           /* un-escaped authzid or NULL */
     /* SCRAM */
@@ -436,6 +437,11 @@ const char *sasl_username(const struct sasl_session *s)
 const char *sasl_authzid(const struct sasl_session *s)
 {
     return s != NULL ? s->authzid : NULL;
+}
+
+int sasl_proof_checked(const struct sasl_session *s)
+{
+    return s != NULL && s->proof_checked;
 }
 
 const char *sasl_mechanism(const struct sasl_session *s)
@@ -791,6 +797,7 @@ static enum sasl_result scram_final(struct sasl_session *s, const char *msg, siz
     if (digest(h, client_key, hlen, check) != 0)
         goto out;
     cond = COND_NOT_AUTHORIZED;
+    s->proof_checked = 1;
     if ((CRYPTO_memcmp(check, s->creds.stored_key, hlen) != 0) | !s->user_known)
         goto out;
 
@@ -893,6 +900,7 @@ static enum sasl_result plain_step(struct sasl_session *s, const uint8_t *in, si
     }
     wipe_free(password, pw_len);
     OPENSSL_cleanse(&s->creds, sizeof s->creds);
+    s->proof_checked = 1;
     if (!(ok && known))
         return fail(s, cond, condition);
     s->state = ST_DONE;

@@ -137,6 +137,10 @@ const char *sasl_authzid(const struct sasl_session *s);
 
 /* Name of the session's mechanism, e.g. "SCRAM-SHA-256-PLUS". */
 const char *sasl_mechanism(const struct sasl_session *s);
+/* 1 once a password (PLAIN) or a proof (SCRAM) has been checked: a failure
+ * after that is a wrong guess; one before it is negotiation (mechanism,
+ * channel binding, syntax) and says nothing about the password. */
+int sasl_proof_checked(const struct sasl_session *s);
 
 /* Free the session, wiping secrets (OPENSSL_cleanse); sets *s = NULL.
  * Accepts NULL and *s == NULL. */

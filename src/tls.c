@@ -189,6 +189,9 @@ tls_cb_endpoint(SSL *ssl, uint8_t *out, size_t *len)
 int
 tls_cb_unique(SSL *ssl, uint8_t *out, size_t *len)
 {
+    /* RFC 9266: tls-unique is not defined for TLS 1.3 */
+    if (SSL_version(ssl) >= TLS1_3_VERSION)
+        return -1;
     /* full handshake: the client's Finished comes first; resumed: the server's */
     size_t n = SSL_session_reused(ssl) ? SSL_get_finished(ssl, out, 64) : SSL_get_peer_finished(ssl, out, 64);
     if (n == 0 || n > 64)

@@ -19,9 +19,8 @@ void tls_set_sni(SSL_CTX *ctx, SSL_CTX *(*lookup)(void *arg, const char *name), 
 int tls_cb_exporter(SSL *ssl, uint8_t out[32]);
 /* tls-server-end-point (RFC 5929): hash of our certificate. 0 or -1. */
 int tls_cb_endpoint(SSL *ssl, uint8_t *out, size_t *len);
-/* tls-unique (RFC 5929): the first Finished message of the handshake, computed
- * as OpenSSL-based clients do (also under TLS 1.3, where RFC 9266 prefers
- * tls-exporter; slixmpp and older libstrophe use it there). 0 or -1. */
+/* tls-unique (RFC 5929): the first Finished message of the handshake; TLS 1.2
+ * only (RFC 9266: not defined for TLS 1.3, where tls-exporter serves). 0 or -1. */
 int tls_cb_unique(SSL *ssl, uint8_t *out, size_t *len);
 /* The server name the client asked for with SNI, or NULL. */
 const char *tls_sni(SSL *ssl);

@@ -350,6 +350,15 @@ srv_spawn(struct srv *s)
 int
 srv_start(struct srv *s, const char *users)
 {
+    return srv_start_opts(s, users, NULL);
+}
+
+int
+srv_start_opts(struct srv *s, const char *users, const struct srv_opts *o)
+{
+    static const struct srv_opts defaults = { NULL, 2, 2 };
+    if (o == NULL)
+        o = &defaults;
     memset(s, 0, sizeof *s);
     s->pid = -1;
     snprintf(s->builddir, sizeof s->builddir, "%s", builddir());
@@ -391,17 +400,17 @@ srv_start(struct srv *s, const char *users)
             "# written by tests/integration/harness.c\n"
             "data_dir = \"%s\"\n"
             "log_level = \"debug\"\n"
-            "limits { max_stanza_size = 524288 max_depth = 64 }\n"
+            "limits { max_stanza_size = 524288 max_depth = 64 %s }\n"
             "listen \"127.0.0.1:%d\" { type = \"c2s\" tls = \"starttls\" }\n"
             "listen \"127.0.0.1:%d\" { type = \"c2s\" tls = \"direct\" }\n"
             "host \"localhost\" {\n"
             "    modules = { \"disco\", \"ping\", \"version\" }\n"
-            "    ping { interval = 2 timeout = 2 }\n"
+            "    ping { interval = %d timeout = %d }\n"
             "}\n"
             "host \"example.test\" {\n"
             "    modules = { \"disco\", \"ping\", \"version\" }\n"
             "}\n",
-            s->dir, s->port_starttls, s->port_tls);
+            s->dir, o->limits ? o->limits : "", s->port_starttls, s->port_tls, o->ping_interval, o->ping_timeout);
     fclose(f);
 
     if (users && *users) {
@@ -550,6 +559,19 @@ client_ctx(void)
     return raw_ssl_ctx;
 }
 
+int raw_tls_max_version;
+
+static SSL *
+new_client_ssl(void)
+{
+    SSL *ssl = SSL_new(client_ctx());
+    if (ssl == NULL)
+        abort();
+    if (raw_tls_max_version)
+        SSL_set_max_proto_version(ssl, raw_tls_max_version);
+    return ssl;
+}
+
 const char *
 fresh_src_ip(void)
 {
@@ -645,9 +667,7 @@ raw_connect(struct raw *r, int port, const char *src_ip, int direct_tls, const c
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     r->fd = fd;
     if (direct_tls) {
-        r->ssl = SSL_new(client_ctx());
-        if (r->ssl == NULL)
-            abort();
+        r->ssl = new_client_ssl();
         if (sni)
             SSL_set_tlsext_host_name(r->ssl, sni);
         SSL_set_fd(r->ssl, fd);
@@ -1028,9 +1048,7 @@ raw_starttls(struct raw *r, const char *to, const char *sni)
     }
     r->pos = r->len;
     r->ping_pos = r->len;
-    r->ssl = SSL_new(client_ctx());
-    if (r->ssl == NULL)
-        abort();
+    r->ssl = new_client_ssl();
     if (sni)
         SSL_set_tlsext_host_name(r->ssl, sni);
     SSL_set_fd(r->ssl, r->fd);
@@ -1144,6 +1162,15 @@ cb_data(struct raw *r, const char *type, unsigned char *out, size_t *len)
         if (SSL_export_keying_material(r->ssl, out, 32, "EXPORTER-Channel-Binding", 24, NULL, 0, 0) != 1)
             return -1;
         *len = 32;
+        return 0;
+    }
+    if (strcmp(type, "tls-unique") == 0) {
+        /* RFC 5929: the first Finished message of the latest handshake */
+        size_t n = SSL_session_reused(r->ssl) ? SSL_get_peer_finished(r->ssl, out, 64)
+                                              : SSL_get_finished(r->ssl, out, 64);
+        if (n == 0 || n > 64)
+            return -1;
+        *len = n;
         return 0;
     }
     if (strcmp(type, "tls-server-end-point") == 0) {
@@ -1296,10 +1323,10 @@ raw_auth(struct raw *r, const char *mech, const char *cbtype, const char *user, 
         fail_reason("%s: no success: %s", mech, raw_tail(r, 300));
         goto done;
     }
-    unsigned char v[512];
+    unsigned char v[sizeof ans];        /* decoding never grows */
     int vl = b64dec(ans, v);
     char *want = b64enc(ssig, hlen);
-    snprintf(r->server_sig, sizeof r->server_sig, "%s", vl > 2 ? (char *)v + 2 : "");
+    snprintf(r->server_sig, sizeof r->server_sig, "%.200s", vl > 2 ? (char *)v + 2 : "");
     if (vl < 2 || strncmp((char *)v, "v=", 2) != 0 || strcmp((char *)v + 2, want) != 0) {
         fail_reason("%s: server signature does not verify: got '%s', want 'v=%s'", mech, vl > 0 ? (char *)v : "",
                     want);
@@ -1359,7 +1386,6 @@ raw_login(struct raw *r, int port, const char *src_ip, const char *user, const c
 /* ---- libstrophe client -------------------------------------------------------------------- */
 
 static xmpp_ctx_t *gctx;
-static xmpp_log_t glog;
 
 void
 sc_global_init(void)
@@ -1367,12 +1393,10 @@ sc_global_init(void)
     xmpp_initialize();
     const char *dbg = getenv("ITEST_STROPHE_DEBUG");
     if (dbg && *dbg) {
-        glog = (xmpp_log_t){ 0 };
         gctx = xmpp_ctx_new(NULL, xmpp_get_default_logger(XMPP_LEVEL_DEBUG));
     } else {
         gctx = xmpp_ctx_new(NULL, NULL);
     }
-    (void)glog;
     if (gctx == NULL)
         abort();
 }

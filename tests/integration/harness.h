@@ -76,6 +76,12 @@ const char *builddir(void);
 /* Make the folder, config and users ("JID PASSWORD\n" lines), start petreld and
  * wait until both ports accept (10 s at most). 0 or -1 (with fail_reason). */
 int srv_start(struct srv *s, const char *users);
+/* The same with other settings (srv_start: no extra limits, ping 2 s / 2 s). */
+struct srv_opts {
+    const char *limits;         /* more "name = value" pairs for the limits section, or NULL */
+    int ping_interval, ping_timeout;    /* mod_ping on host localhost, seconds */
+};
+int srv_start_opts(struct srv *s, const char *users, const struct srv_opts *o);
 /* SIGTERM, wait (10 s at most, then SIGKILL); 0 when it exited with status 0.
  * On success the folder is removed; on failure the log tail is printed. */
 int srv_stop(struct srv *s);
@@ -109,6 +115,8 @@ struct raw {
     char server_sig[256];       /* SCRAM: base64 ServerSignature from <success/> */
 };
 
+/* 0, or the highest TLS version raw clients offer (e.g. TLS1_2_VERSION). */
+extern int raw_tls_max_version;
 /* Connect to 127.0.0.1:port, from src_ip (a 127.x.y.z address, or NULL for the
  * default). direct_tls: TLS handshake at once (sni may be NULL). 0 or -1. */
 int raw_connect(struct raw *r, int port, const char *src_ip, int direct_tls, const char *sni);
@@ -147,7 +155,7 @@ int raw_starttls(struct raw *r, const char *to, const char *sni);
 int raw_connect_tls(struct raw *r, int port, int direct, const char *src_ip, const char *domain);
 
 /* SASL. mech: "PLAIN", "SCRAM-SHA-1", "SCRAM-SHA-256", "SCRAM-SHA-512", or the
- * same with "-PLUS" (cbtype "tls-exporter" or "tls-server-end-point").
+ * same with "-PLUS" (cbtype "tls-exporter", "tls-server-end-point" or "tls-unique").
  * Returns 1 on <success/> (SCRAM: with a server signature that verifies),
  * 0 on <failure/> (cond gets the condition name), -1 on anything else. */
 int raw_auth(struct raw *r, const char *mech, const char *cbtype, const char *user, const char *pass,

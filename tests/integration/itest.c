@@ -4,8 +4,10 @@
  * "ok N - name" or "not ok N - name: reason", then "P passed, F failed".
  *
  * Environment: top_builddir (where src/petreld is; default "."),
- * ITEST_VERBOSE=1 (wire traces), ITEST_STROPHE_DEBUG=1, ITEST_KEEP=1 (keep
- * the data folders). */
+ * ITEST_VERBOSE=1 (wire traces), ITEST_TIMES=1 (time per test),
+ * ITEST_STROPHE_DEBUG=1 (libstrophe's log), ITEST_KEEP=1 (keep the data
+ * folders even on success), ITEST_PONG_DELAY=ms (quick clients of the ping
+ * test answer that late). */
 #include "harness.h"
 
 #include <signal.h>
@@ -14,6 +16,7 @@
 #include <string.h>
 
 #include <openssl/evp.h>
+#include <openssl/ssl.h>
 
 static struct srv S;            /* the shared server */
 #define PING_INTERVAL 2         /* as in the harness's config (host localhost) */
@@ -206,6 +209,42 @@ static int t_sasl_scram_sha256_plus(void) { return sasl_with("SCRAM-SHA-256-PLUS
 static int t_sasl_scram_sha512_plus(void) { return sasl_with("SCRAM-SHA-512-PLUS", "tls-exporter", 0); }
 static int t_sasl_plus_endpoint(void) { return sasl_with("SCRAM-SHA-256-PLUS", "tls-server-end-point", 0); }
 static int t_sasl_plus_direct_tls(void) { return sasl_with("SCRAM-SHA-512-PLUS", "tls-exporter", 1); }
+
+/* TLS 1.2 (with the extended master secret OpenSSL negotiates): -PLUS with
+ * tls-exporter and with tls-unique. */
+static int
+t_sasl_plus_tls12(void)
+{
+    int ok = 0;
+    raw_tls_max_version = TLS1_2_VERSION;
+    CHECK(sasl_with("SCRAM-SHA-256-PLUS", "tls-exporter", 0), "-");
+    CHECK(sasl_with("SCRAM-SHA-1-PLUS", "tls-unique", 0), "-");
+    CHECK(sasl_with("SCRAM-SHA-512-PLUS", "tls-server-end-point", 1), "-");
+    ok = 1;
+out:
+    raw_tls_max_version = 0;
+    return ok;
+}
+
+/* RFC 9266 / RFC 8446 C.5: tls-unique is not defined for TLS 1.3; a server must
+ * neither offer it (XEP-0440) nor accept it there. */
+static int
+t_sasl_no_tls_unique_on_tls13(void)
+{
+    struct raw r;
+    int ok = 0;
+    char cond[64] = "";
+    CHECK(raw_connect_tls(&r, PORT, 0, fresh_src_ip(), "localhost"), "STARTTLS");
+    CHECK(SSL_version(r.ssl) == TLS1_3_VERSION, "TLS 1.3 was not negotiated (%s)", SSL_get_version(r.ssl));
+    int offered = strstr(raw_last_features(&r), "type='tls-unique'") != NULL;
+    int a = raw_auth(&r, "SCRAM-SHA-256-PLUS", "tls-unique", "mech", "S3cr3t p\xc3\xa4ss", cond, sizeof cond);
+    CHECK(!offered && a == 0, "on TLS 1.3, tls-unique is %s in <sasl-channel-binding/> and SCRAM-SHA-256-PLUS "
+          "with it %s", offered ? "offered" : "not offered", a == 1 ? "succeeds" : a == 0 ? "fails" : "gets no answer");
+    ok = 1;
+out:
+    raw_close(&r);
+    return ok;
+}
 
 /* RFC 6120 6.4.6 / RFC 4422 5: PLAIN has no additional data with success, so
  * <success/> must be empty ("=" would mean data of zero length). */
@@ -1205,6 +1244,74 @@ t_bad_unknown_stanza(void)
     return bad_input("stanzatype", BOUND, "<foo id='bad11'/>", c);
 }
 
+/* A client that stops reading while messages pour in is dropped once its
+ * output queue passes the server's limit; the sender and everyone else go on.
+ * Its own server: a byte-rate limit the sender cannot reach (512 MB/s) and no
+ * pings, so that only the output limit can end the reader's session. */
+static int
+t_bad_slow_reader(void)
+{
+    struct srv s;
+    struct raw slow, fast;
+    struct sc wa, wb;
+    int ok = 0, started = 0;
+    char *msg = NULL;
+    memset(&slow, 0, sizeof slow);
+    memset(&fast, 0, sizeof fast);
+    memset(&wa, 0, sizeof wa);
+    memset(&wb, 0, sizeof wb);
+    slow.fd = fast.fd = -1;
+    static const struct srv_opts opts = { "c2s_rate = 536870912", 3600, 3600 };
+    CHECK(srv_start_opts(&s, "flood@localhost pw-flood\nwa@localhost pw-wa\nwb@localhost pw-wb\n", &opts) == 0,
+          "flood server: -");
+    started = 1;
+    CHECK(sc_login(&wa, "wa@localhost/w", "pw-wa", s.port_starttls), "witness a");
+    CHECK(sc_login(&wb, "wb@localhost/w", "pw-wb", s.port_starttls), "witness b");
+    CHECK(raw_login(&slow, s.port_starttls, NULL, "flood", "localhost", "pw-flood", "never-reads"), "reader login");
+    CHECK(raw_login(&fast, s.port_starttls, NULL, "flood", "localhost", "pw-flood", "floods"), "sender login");
+    enum { SIZE = 200 * 1024, COUNT = 150 };        /* 30 MB in all: past 16 MB of queue plus the socket buffers */
+    msg = malloc(SIZE + 200);
+    int n = snprintf(msg, 200, "<message to='flood@localhost/never-reads' type='headline'><body>");
+    memset(msg + n, 'z', SIZE);
+    n += SIZE;
+    n += snprintf(msg + n, 200, "</body></message>");
+    int sent = 0;
+    uint64_t t0 = now_ms();
+    for (; sent < COUNT; sent++) {
+        if (raw_send(&fast, msg, (size_t)n) < 0)
+            break;
+        fast.pos = fast.ping_pos = fast.len;        /* nothing to keep */
+    }
+    vlog("flood: %d messages in %llu ms", sent, (unsigned long long)(now_ms() - t0));
+    CHECK(sent == COUNT, "the sender was cut off after %d of %d messages: %s", sent, COUNT, raw_tail(&fast, 200));
+    raw_sendf(&fast, "<iq type='get' id='flood-done' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>");
+    CHECK(raw_wait(&fast, "id='flood-done'", 15000), "the sender gets no answer after the flood");
+    char out[8192];
+    const char *args[] = { "sessions", NULL };
+    CHECK(srv_ctl(&s, NULL, out, sizeof out, args) == 0, "petrelctl sessions: %s", out);
+    CHECK(!strstr(out, "flood@localhost/never-reads "), "the session that never reads is still there after %d MB "
+          "were sent to it: %s", (int)((long)COUNT * SIZE >> 20), out);
+    CHECK(strstr(out, "flood@localhost/floods "), "the sender's session is gone: %s", out);
+    sc_send_raw(&wa, "<message to='wb@localhost/w' type='chat' id='after-flood'><body>ok?</body></message>");
+    xmpp_stanza_t *m = sc_wait_id(&wb, "after-flood", 5000);
+    CHECK(m, "two other sessions no longer exchange messages after the flood");
+    xmpp_stanza_release(m);
+    raw_close(&slow);
+    CHECK(raw_login(&slow, s.port_starttls, NULL, "flood", "localhost", "pw-flood", "again"), "no login after the flood");
+    ok = 1;
+out:
+    free(msg);
+    raw_close(&slow);
+    raw_close(&fast);
+    sc_close(&wa);
+    sc_close(&wb);
+    if (started && srv_stop(&s) < 0) {
+        fail_reason("flood server: bad exit");
+        ok = 0;
+    }
+    return ok;
+}
+
 static int
 t_bad_unknown_mechanism(void)
 {
@@ -1526,6 +1633,36 @@ out:
     return ok;
 }
 
+/* ---- configuration edges (own servers) -------------------------------------------------- */
+
+/* limits { c2s_rate } at its documented maximum (1073741824, petrel.conf(5))
+ * must not slow anything down. */
+static int
+t_conf_rate_max(void)
+{
+    struct srv s;
+    struct raw r;
+    int ok = 0, started = 0;
+    memset(&r, 0, sizeof r);
+    r.fd = -1;
+    static const struct srv_opts opts = { "c2s_rate = 1073741824", 2, 2 };
+    CHECK(srv_start_opts(&s, "rate@localhost pw-rate\n", &opts) == 0, "server: -");
+    started = 1;
+    uint64_t t0 = now_ms();
+    CHECK(raw_login(&r, s.port_starttls, NULL, "rate", "localhost", "pw-rate", "r"), "login");
+    uint64_t took = now_ms() - t0;
+    CHECK(took < 1500, "with c2s_rate = 1073741824 (the documented maximum) a login takes %llu ms",
+          (unsigned long long)took);
+    ok = 1;
+out:
+    raw_close(&r);
+    if (started && srv_stop(&s) < 0) {
+        fail_reason("server: bad exit");
+        ok = 0;
+    }
+    return ok;
+}
+
 /* ---- registry ------------------------------------------------------------------------------------ */
 
 struct test {
@@ -1550,6 +1687,8 @@ static const struct test tests[] = {
     { "sasl/scram-sha-512-plus-tls-exporter", t_sasl_scram_sha512_plus, 0 },
     { "sasl/scram-sha-256-plus-tls-server-end-point", t_sasl_plus_endpoint, 0 },
     { "sasl/scram-sha-512-plus-direct-tls", t_sasl_plus_direct_tls, 0 },
+    { "sasl/plus-over-tls-1.2", t_sasl_plus_tls12, 0 },
+    { "sasl/no-tls-unique-on-tls-1.3", t_sasl_no_tls_unique_on_tls13, 0 },
     { "auth/wrong-password", t_auth_wrong_password, 0 },
     { "auth/unknown-user", t_auth_unknown_user, 0 },
     { "route/message-full-jid-from-stamped", t_msg_full_jid, 0 },
@@ -1603,6 +1742,8 @@ static const struct test tests[] = {
     { "vhost/no-sni", t_vhost_no_sni, 0 },
     { "vhost/accounts-per-host", t_vhost_isolation, 0 },
     { "vhost/message-between-hosts", t_vhost_cross_message, 0 },
+    { "bad/slow-reader-dropped", t_bad_slow_reader, 1 },
+    { "config/c2s-rate-at-maximum", t_conf_rate_max, 1 },
     { "throttle/failed-logins", t_throttle, 1 },
 };
 #define NTESTS (sizeof tests / sizeof tests[0])
@@ -1618,7 +1759,7 @@ selected(const char *name, int argc, char **argv)
     return 0;
 }
 
-static int passed, failed, number;
+static int passed, failed, number, print_times;
 
 static void
 report(const char *name, int ok, uint64_t ms)
@@ -1631,7 +1772,7 @@ report(const char *name, int ok, uint64_t ms)
         failed++;
         printf("not ok %d - %s: %s\n", number, name, fail_reason_get());
     }
-    if (itest_verbose)
+    if (itest_verbose || print_times)
         printf("# %s: %llu ms\n", name, (unsigned long long)ms);
     fflush(stdout);
 }
@@ -1643,6 +1784,7 @@ main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     const char *v = getenv("ITEST_VERBOSE");
     itest_verbose = v && *v && strcmp(v, "0") != 0;
+    print_times = getenv("ITEST_TIMES") != NULL;
     if (argc > 1 && strcmp(argv[1], "-l") == 0) {
         for (size_t i = 0; i < NTESTS; i++)
             printf("%s\n", tests[i].name);
