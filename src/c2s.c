@@ -796,7 +796,7 @@ handle_stanza(struct c2s *c, struct xml_node *el)
         c2s_close(&c->s, "invalid-from");
         return;
     }
-    if (stanza_set_from(st, c->s.jid.full) < 0) {
+    if (stanza_set_from_jid(st, &c->s.jid) < 0) {
         pt_stanza_unref(&st);
         c2s_close(&c->s, "internal-server-error");
         return;
@@ -976,8 +976,9 @@ read_cb(struct bufferevent *bev, void *arg)
     if (c->starttls_pending || c->s.closing)
         evbuffer_drain(in, evbuffer_get_length(in));
     else if (!c->paused)
-        xml_stream_release_idle(c->xs);     /* an idle session keeps no parser */
+        xml_stream_release_idle(c->xs);     /* nothing pending: keep no parser (see xml.c's pool) */
 }
+
 
 static void
 write_cb(struct bufferevent *bev, void *arg)

@@ -372,6 +372,7 @@ server_fini(struct server *srv)
     hash_free(&srv->users, NULL);
     hash_free(&srv->auth_fail, free);
     store_close(&srv->store);
+    xml_parser_pool_drain();
     event_base_free(srv->base);
     log_info("stopped");
 }

@@ -83,6 +83,22 @@ set_jid(struct pt_stanza *st, const char *attr, struct jid *j, const char *value
 }
 
 int stanza_set_from(struct pt_stanza *st, const char *from) { return set_jid(st, "from", &st->from, from); }
+
+int
+stanza_set_from_jid(struct pt_stanza *st, const struct jid *from)
+{
+    struct jid n;
+    if (jid_copy(&n, from) < 0)
+        return PT_ENOMEM;
+    if (xml_set_attr(st->xml, "from", n.full) < 0) {
+        jid_clear(&n);
+        return PT_ENOMEM;
+    }
+    jid_clear(&st->from);
+    st->from = n;
+    st->bytes_valid = 0;
+    return 0;
+}
 int stanza_set_to(struct pt_stanza *st, const char *to) { return set_jid(st, "to", &st->to, to); }
 
 void

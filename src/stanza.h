@@ -20,6 +20,8 @@ struct pt_stanza *stanza_wrap(struct xml_node *el, int *bad_jid);
 /* Set from/to (string NULL removes); updates the xml and the parsed JID. 0 or PT_E*. */
 int  stanza_set_from(struct pt_stanza *st, const char *from);
 int  stanza_set_to(struct pt_stanza *st, const char *to);
+/* The same from a JID already prepared (no stringprep on the hot path). */
+int  stanza_set_from_jid(struct pt_stanza *st, const struct jid *from);
 /* Serialized bytes for a client stream, made once and shared by every recipient. */
 const struct strbuf *stanza_bytes(struct pt_stanza *st);
 /* An error reply to st (to/from swapped, same id), or NULL if st must not be

@@ -868,10 +868,35 @@ on_pi(void *ud, const XML_Char *target, const XML_Char *data)
 static size_t live_parsers;            /* for the control socket's stats */
 size_t xml_stream_live_parsers(void) { return live_parsers; }
 
+/* Parsers given back by idle streams, reset and ready: a stream that wakes up
+ * takes one instead of making a new one, and the memory of the pool is
+ * reused rather than scattered over the heap. One loop owns all streams. */
+#define PARSER_POOL_MAX 128
+static XML_Parser parser_pool[PARSER_POOL_MAX];
+static size_t parser_pool_n;
+
+static void
+parser_put(XML_Parser p)
+{
+    live_parsers--;
+    if (parser_pool_n < PARSER_POOL_MAX && XML_ParserReset(p, "UTF-8") == XML_TRUE)
+        parser_pool[parser_pool_n++] = p;
+    else
+        XML_ParserFree(p);
+}
+
+void
+xml_parser_pool_drain(void)
+{
+    while (parser_pool_n > 0)
+        XML_ParserFree(parser_pool[--parser_pool_n]);
+}
+
 static int
 parser_create(struct xml_stream *s)
 {
-    s->p = XML_ParserCreateNS("UTF-8", NS_SEP);
+    /* a pooled parser keeps its namespace separator and triplet mode across a reset */
+    s->p = parser_pool_n > 0 ? parser_pool[--parser_pool_n] : XML_ParserCreateNS("UTF-8", NS_SEP);
     if (s->p == NULL)
         return -1;
     live_parsers++;
@@ -898,9 +923,8 @@ static void
 parser_drop(struct xml_stream *s)
 {
     if (s->p) {
-        XML_ParserFree(s->p);
+        parser_put(s->p);
         s->p = NULL;
-        live_parsers--;
     }
     arena_free(&s->arena);
     s->cur = NULL;
@@ -1056,9 +1080,8 @@ xml_stream_release_idle(struct xml_stream *s)
     if (s->p == NULL || s->depth != 1 || s->cur || s->fed != s->boundary || s->failed ||
         s->stopped || s->hdr_qname == NULL)
         return 0;
-    XML_ParserFree(s->p);
+    parser_put(s->p);
     s->p = NULL;
-    live_parsers--;
     strbuf_free(&s->text);
     return 1;
 }

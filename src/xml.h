@@ -141,7 +141,8 @@ void xml_stream_stop(struct xml_stream *s);
  * until the next byte arrives. Returns 1 if released. */
 int  xml_stream_release_idle(struct xml_stream *s);
 int  xml_stream_depth(const struct xml_stream *s);
-size_t xml_stream_live_parsers(void);      /* expat parsers allocated now, all streams */
+size_t xml_stream_live_parsers(void);      /* expat parsers in use now, all streams */
+void   xml_parser_pool_drain(void);         /* free the pool of idle parsers (at exit) */
 void xml_stream_free(struct xml_stream **s);
 
 #endif

@@ -125,7 +125,7 @@ for n in "$SESSIONS" "$MSG_USERS"; do
         exit 1
     fi
 done
-ulimit -n "$NOFILE"
+ulimit -n "$NOFILE" 2>/dev/null || true
 
 HOST=127.0.0.1         # loopback only, never anything else
 DOMAIN=localhost
@@ -175,6 +175,7 @@ cleanup() {
     exit "$rc"
 }
 trap cleanup EXIT
+trap 'log "failed at line $LINENO: $BASH_COMMAND"' ERR
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
@@ -438,8 +439,8 @@ declare -A R   # R[server.metric] = value; R[server.note.scenario] = why not mea
 jget() {
     local file=$1 kind=$2 key=$3 step=${4:-}
     [ -f "$file" ] || return 0
-    grep "\"kind\":\"$kind\"" "$file" | { if [ -n "$step" ]; then grep "\"step\":$step,"; else cat; fi; } |
-        tail -n 1 | sed -n "s/.*\"$key\":\"\{0,1\}\([^\",}]*\).*/\1/p"
+    { grep "\"kind\":\"$kind\"" "$file" | { if [ -n "$step" ]; then grep "\"step\":$step,"; else cat; fi; } |
+        tail -n 1 | sed -n "s/.*\"$key\":\"\{0,1\}\([^\",}]*\).*/\1/p"; } || true
 }
 
 run_loadgen() {     # run_loadgen SERVER SCENARIO PORT ARGS...
@@ -473,7 +474,7 @@ run_loadgen() {     # run_loadgen SERVER SCENARIO PORT ARGS...
 
 scenario_sessions() {   # SERVER PORT
     local s=$1 port=$2 f="$RES/$1-sessions.jsonl" rc=0
-    run_loadgen "$s" sessions "$port" --users "$SESSIONS" --idle-wait 5 || rc=$?
+    run_loadgen "$s" sessions "$port" --users "$SESSIONS" --idle-wait 12 || rc=$?
     if ! grep -q '"kind":"sessions"' "$f" 2>/dev/null; then
         R[$s.note.sessions]="generator exit $rc, no result"; return
     fi
@@ -481,6 +482,7 @@ scenario_sessions() {   # SERVER PORT
     [ "$rc" = 0 ] || R[$s.bound]="${R[$s.bound]} (exit $rc)"
     R[$s.sess_rate]=$(jget "$f" sessions sessions_per_s)
     R[$s.rss]=$(jget "$f" sessions server_rss_per_session_kb)
+    R[$s.anon]=$(jget "$f" sessions server_anon_per_session_kb)
     R[$s.sess_srv_cpu]=$(jget "$f" sessions server_cpu_pct)
     R[$s.sess_lg_cpu]=$(jget "$f" sessions loadgen_cpu_pct)
     R[$s.sess_other]=$(jget "$f" sessions other_cpu_pct)
@@ -502,7 +504,7 @@ scenario_throughput() {
             best=$(sed -n 's/.*"step":\([0-9]*\),.*/\1/p' <<<"$line")
         fi
     done < <(grep '"kind":"messages"' "$f")
-    last=$(grep -c '"kind":"messages"' "$f")
+    last=$(grep '"kind":"messages"' "$f" | tail -n 1 | sed -n 's/.*"step":\([0-9]*\),.*/\1/p')
     if grep -q '"saturated":true' "$f"; then
         R[$s.tput_sat]=$(jget "$f" messages offered_rate "$last")
     else
@@ -601,6 +603,12 @@ run_scenario() {    # run_scenario SERVER SCENARIO NUSERS
 }
 
 START_DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+# which petreld: the commit of the tree it was built in, and whether src/ had changes
+PETREL_REV=$(git -C "$PETREL_BIN_DIR" rev-parse --short HEAD 2>/dev/null) || PETREL_REV="not in git"
+if [ "$PETREL_REV" != "not in git" ] && ! git -C "$PETREL_BIN_DIR" diff --quiet HEAD -- . 2>/dev/null; then
+    PETREL_REV="$PETREL_REV with uncommitted changes"
+fi
+PETREL_REV="tree at $PETREL_REV"
 for s in $SERVERS; do
     case "$s" in petreld|prosody) run_server "$s" ;; *) log "unknown server $s" ;; esac
 done
@@ -626,7 +634,7 @@ TABLE="$RES/table.md"
 {
     echo "date: $START_DATE; $(nproc) CPUs, $(free -g | awk '/^Mem:/ { print $2 }') GiB; server on CPU $SERVER_CPU, generator on CPU $LOADGEN_CPU"
     echo "tls: $TLS; certificate: $CERT_DESC (petreld: $PETREL_CERT_DESC); SASL PLAIN against stored SCRAM keys, $ITERATIONS PBKDF2 iterations (Prosody: internal_$PROSODY_AUTH); body $BODY_SIZE bytes"
-    echo "prosody $(dpkg-query -W -f='${Version}' prosody 2>/dev/null || echo '?'); petreld from $PETREL_BIN_DIR ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo 'no commit'))"
+    echo "prosody $(dpkg-query -W -f='${Version}' prosody 2>/dev/null || echo '?'); petreld from $PETREL_BIN_DIR, $PETREL_REV"
     echo "sessions scenario: $SESSIONS sessions; throughput and latency: $MSG_USERS sessions ($((MSG_USERS / 2)) pairs)"
     echo
     echo "| metric | petreld | prosody | petreld/prosody |"
@@ -640,6 +648,7 @@ TABLE="$RES/table.md"
     row "sessions bound" bound sessions
     row "sessions/s (first connect to last bind)" sess_rate sessions
     row "server RSS per idle session, kB" rss sessions
+    row "server anonymous RSS per idle session, kB" anon sessions
     row "server CPU while connecting, % of a core" sess_srv_cpu sessions
     row "generator CPU while connecting, % of a core" sess_lg_cpu sessions
     row "other processes' CPU while connecting, % of a core" sess_other sessions noratio

@@ -26,7 +26,6 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <malloc.h>
-#include <math.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -143,7 +142,10 @@ static uint64_t hist_quantile(const struct hist *h, double q)
 {
     if (h->n == 0)
         return 0;
-    uint64_t rank = (uint64_t)ceil(q * (double)h->n);
+    double want = q * (double)h->n;
+    uint64_t rank = (uint64_t)want;
+    if ((double)rank < want)
+        rank++;             /* ceil without libm */
     if (rank < 1)
         rank = 1;
     uint64_t seen = 0;
@@ -262,6 +264,7 @@ static struct {
     uint64_t t_first_connect, t_all_bound;
     struct cpu_sample cpu_connect0, cpu_connect1;
     long rss_server_before, rss_server_after, rss_self_before, rss_self_after;
+    long anon_server_before, anon_server_after;
 
     struct event *tick_ev;
     struct event *phase_ev;
@@ -325,7 +328,8 @@ static void die(const char *fmt, ...)
     exit(1);
 }
 
-static long read_rss_kb(long pid)
+/* one "Field:  N kB" line of /proc/PID/status (VmRSS, RssAnon), -1 if unavailable */
+static long read_status_kb(long pid, const char *field)
 {
     char path[64], line[256];
     if (pid > 0)
@@ -337,14 +341,20 @@ static long read_rss_kb(long pid)
         return -1;
     long kb = -1;
     while (fgets(line, sizeof line, f)) {
-        if (strncmp(line, "VmRSS:", 6) == 0) {
-            kb = strtol(line + 6, NULL, 10);
+        size_t fl = strlen(field);
+        if (strncmp(line, field, fl) == 0) {
+            kb = strtol(line + fl, NULL, 10);
             break;
         }
     }
     fclose(f);
     return kb;
 }
+
+static long read_rss_kb(long pid) { return read_status_kb(pid, "VmRSS:"); }
+/* anonymous memory only: what sessions cost, without file pages (the server's
+ * mapped database and libraries), which the kernel shares and can drop */
+static long read_anon_kb(long pid) { return read_status_kb(pid, "RssAnon:"); }
 
 /* utime+stime of another process in seconds, < 0 if unavailable */
 static double read_proc_cpu(long pid)
@@ -1100,6 +1110,9 @@ static void print_sessions_report(void)
         rss_per = (double)(G.rss_server_after - G.rss_server_before) / G.bound;
     if (G.bound > 0 && G.rss_self_before >= 0 && G.rss_self_after >= 0)
         self_per = (double)(G.rss_self_after - G.rss_self_before) / G.bound;
+    double anon_per = -1;
+    if (G.bound > 0 && G.anon_server_before >= 0 && G.anon_server_after >= 0)
+        anon_per = (double)(G.anon_server_after - G.anon_server_before) / G.bound;
 
     logf_("sessions: %u bound, %u failed of %u in %.2f s = %.1f sessions/s\n",
           G.bound, G.failed, G.cfg.users, secs, rate);
@@ -1110,16 +1123,20 @@ static void print_sessions_report(void)
                 logf_(" %s=%u", fail_names[i], G.fails[i]);
         logf_("\n");
     }
-    if (sv_cpu >= 0)
+    /* (no CPU shares over an interval too short to mean anything) */
+    if (secs >= 0.05 && sv_cpu >= 0)
         logf_("  cpu while connecting: load generator %.1f%%, server %.1f%%, other processes "
               "%.1f%% of a core\n", lg_cpu, sv_cpu, ot_cpu);
-    else
+    else if (secs >= 0.05)
         logf_("  cpu while connecting: load generator %.1f%% of a core, server unknown\n",
               lg_cpu);
     if (rss_per >= 0)
         logf_("  server RSS: %ld kB before, %ld kB with %u idle sessions (after %.1f s idle) "
               "= %.1f kB/session\n",
               G.rss_server_before, G.rss_server_after, G.bound, G.cfg.idle_wait, rss_per);
+    if (anon_per >= 0)
+        logf_("  server anonymous RSS (no file pages): %ld kB before, %ld kB after = %.1f kB/session\n",
+              G.anon_server_before, G.anon_server_after, anon_per);
     logf_("  load generator RSS: %ld kB -> %ld kB = %.1f kB/session\n", G.rss_self_before,
           G.rss_self_after, self_per);
 
@@ -1130,11 +1147,12 @@ static void print_sessions_report(void)
                "\"other_cpu_pct\":%.1f,"
                "\"server_rss_before_kb\":%ld,\"server_rss_after_kb\":%ld,"
                "\"server_rss_per_session_kb\":%.2f,\"loadgen_rss_per_session_kb\":%.2f,"
+               "\"server_anon_per_session_kb\":%.2f,"
                "\"idle_wait_s\":%.1f",
                G.cfg.label, G.cfg.tls == TLS_DIRECT ? "direct" : "starttls", G.cfg.users,
                G.bound, G.failed, G.cfg.users ? 100.0 * G.failed / G.cfg.users : 0.0, secs,
                rate, lg_cpu, sv_cpu, ot_cpu, G.rss_server_before, G.rss_server_after, rss_per,
-               self_per, G.cfg.idle_wait);
+               self_per, anon_per, G.cfg.idle_wait);
         for (int i = 0; i < F_NREASONS; i++)
             printf(",\"fail_%s\":%u", fail_names[i], G.fails[i]);
         printf("}\n");
@@ -1146,6 +1164,7 @@ static void on_idle_done(evutil_socket_t fd, short ev, void *arg)
 {
     (void)fd; (void)ev; (void)arg;
     G.rss_server_after = read_rss_kb(G.cfg.server_pid);
+    G.anon_server_after = read_anon_kb(G.cfg.server_pid);
     G.rss_self_after = read_rss_kb(0);
     if (G.cfg.server_pid <= 0)
         G.rss_server_after = -1;
@@ -1740,8 +1759,8 @@ int main(int argc, char **argv)
     struct event_config *ec = event_config_new();
     if (!ec)
         die("event_config_new failed");
-    /* coalesce the add/del of write events within one loop turn: without it
-       every message costs epoll_ctl calls */
+    /* coalesce the add/del of events within one loop turn (fewer epoll_ctl
+       calls while logging in; sending bypasses the write event, see write_now) */
     if (event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST) != 0)
         die("event_config_set_flag failed");
     G.base = event_base_new_with_config(ec);
@@ -1778,6 +1797,7 @@ int main(int argc, char **argv)
           G.cfg.server_pid > 0 ? "" : " (no --server-pid: server RSS/CPU not measured)");
 
     G.rss_server_before = G.cfg.server_pid > 0 ? read_rss_kb(G.cfg.server_pid) : -1;
+    G.anon_server_before = G.cfg.server_pid > 0 ? read_anon_kb(G.cfg.server_pid) : -1;
     if (G.cfg.server_pid > 0 && G.rss_server_before < 0)
         die("cannot read /proc/%ld/status", G.cfg.server_pid);
     G.rss_self_before = read_rss_kb(0);
@@ -1788,11 +1808,13 @@ int main(int argc, char **argv)
         die("event loop failed");
 
     if (G.phase == PH_CONNECT || G.phase == PH_IDLE) {
-        /* stopped early (deadline): report what we have */
+        /* stopped before the sessions report (deadline): report what we have */
         if (G.phase == PH_CONNECT)
             end_connect_phase();
-        if (G.rss_server_after == 0)
-            G.rss_server_after = read_rss_kb(G.cfg.server_pid);
+        G.rss_server_after = G.cfg.server_pid > 0 ? read_rss_kb(G.cfg.server_pid) : -1;
+        G.anon_server_after = G.cfg.server_pid > 0 ? read_anon_kb(G.cfg.server_pid) : -1;
+        G.rss_self_after = read_rss_kb(0);
+        print_sessions_report();
     }
 
     unsigned total_fail = G.failed + G.dropped;

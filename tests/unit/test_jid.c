@@ -10,6 +10,8 @@
 
 #include "jid.h"
 
+#include <stringprep.h>
+
 /* ---------------------------------------------------------------------------------- */
 /* Table of valid inputs                                                              */
 
@@ -510,9 +512,63 @@ static void test_part_helpers(void **state)
     assert_int_equal(jid_resourceprep("\x07", out, sizeof out), -1);
 }
 
+/* jid.c prepares pure-ASCII parts without libidn; every ASCII byte in every
+ * position must give what stringprep gives (or fail where it fails). */
+static void
+check_part(int which, const char *in)
+{
+    char fast[JID_PART_BUFSZ], ref[JID_PART_BUFSZ];
+    int frc = which == 0 ? jid_nodeprep(in, fast, sizeof fast)
+            : which == 1 ? jid_resourceprep(in, fast, sizeof fast)
+                         : jid_nameprep(in, fast, sizeof fast);
+    snprintf(ref, sizeof ref, "%s", in);
+    int rrc = stringprep(ref, sizeof ref, 0,
+                         which == 0 ? stringprep_xmpp_nodeprep
+                         : which == 1 ? stringprep_xmpp_resourceprep : stringprep_nameprep);
+    if (which == 2 && rrc == STRINGPREP_OK) {
+        /* jid.c also applies the label rule to domains: [a-z0-9_-], 1..63 bytes */
+        for (const char *p = ref; *p; p++)
+            if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.'))
+                rrc = -1;
+        if (ref[0] == '.' || ref[0] == '\0' || strstr(ref, "..") || ref[strlen(ref) - 1] == '.')
+            rrc = -1;
+    }
+    if (rrc == STRINGPREP_OK && ref[0] == '\0')
+        rrc = -1;
+    if (rrc == STRINGPREP_OK) {
+        if (frc != 0)
+            fail_msg("part %d \"%s\": stringprep accepts (\"%s\"), jid.c refuses", which, in, ref);
+        assert_string_equal(fast, ref);
+    } else if (frc == 0) {
+        fail_msg("part %d \"%s\": stringprep refuses, jid.c gives \"%s\"", which, in, fast);
+    }
+}
+
+static void
+test_ascii_fast_path_matches_stringprep(void **state)
+{
+    (void)state;
+    char in[8];
+    for (int which = 0; which < 3; which++)
+        for (int c = 1; c < 0x80; c++) {
+            if (which == 2 && c == '.')
+                continue;       /* the dot is the label separator, handled before nameprep */
+            /* alone, first, middle, last */
+            snprintf(in, sizeof in, "%c", c);
+            check_part(which, in);
+            snprintf(in, sizeof in, "%cab", c);
+            check_part(which, in);
+            snprintf(in, sizeof in, "aB%cc", c);
+            check_part(which, in);
+            snprintf(in, sizeof in, "Ab%c", c);
+            check_part(which, in);
+        }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_ascii_fast_path_matches_stringprep),
         cmocka_unit_test(test_valid_table),
         cmocka_unit_test(test_valid_limits),
         cmocka_unit_test(test_invalid_table),
