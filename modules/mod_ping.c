@@ -1,8 +1,14 @@
 /* mod_ping — XEP-0199 both ways: answer pings to the server, and ping
  * sessions that have been quiet for `interval` seconds; a session that stays
  * silent for `timeout` more seconds is closed (dead-peer detection, about 30 s
- * by default). One timer for the host walks the sessions from the longest
- * idle; none is kept per session. */
+ * by default).
+ *
+ * No state per session and no timer per session: one timer per host walks
+ * the sessions from the longest idle (pt_sessions_idle). A session is pinged
+ * in the tick at which its silence crosses `interval`, and closed once its
+ * silence reaches `interval + timeout`: it was pinged `timeout` seconds
+ * earlier and has not said a word since. Any byte from the client, the
+ * answer to our ping included, resets its silence. */
 #include "config.h"
 #include "petrel.h"
 
@@ -16,9 +22,14 @@ struct ping_conf {
     long long timeout;                  /* seconds to answer it */
 };
 
+struct ping_walk {
+    uint64_t now;
+    uint64_t since;                     /* the previous tick: silences that crossed the
+                                           interval after it get their ping now */
+};
+
 struct ping_state {
-    uint64_t sent_ms;                   /* when our last ping went out, 0 if never */
-    uint64_t last_rx_ms;                /* the session's last receive time at that moment */
+    uint64_t last_tick_ms;
 };
 
 static enum pt_verdict
@@ -29,8 +40,8 @@ ping_get(struct pt_mod *m, struct pt_session *s, struct pt_stanza *iq)
     return PT_HANDLED;
 }
 
-/* A reply to our ping (result, or an error such as service-unavailable: the
- * client is alive either way). Activity already reset the idle clock. */
+/* The answer to our ping (a result, or an error such as service-unavailable:
+ * the client is alive either way); receiving it already reset the silence. */
 static enum pt_verdict
 ping_reply(struct pt_mod *m, struct pt_session *s, struct pt_stanza *iq)
 {
@@ -46,34 +57,26 @@ static int
 ping_check(struct pt_mod *m, struct pt_session *s, void *arg)
 {
     const struct ping_conf *c = pt_conf(m);
-    uint64_t now = *(uint64_t *)arg;
-    struct ping_state *ps = pt_session_data(m, s, sizeof *ps);
-    if (ps == NULL)
-        return 0;
+    const struct ping_walk *w = arg;
     uint64_t idle = pt_session_idle_ms(s);
-    uint64_t last_rx = now - idle;
-    /* compare receive times, not durations: an answer in the same millisecond counts */
-    if (ps->sent_ms && last_rx <= ps->last_rx_ms) {
-        /* nothing received since our ping */
-        if (now - ps->sent_ms >= (uint64_t)c->timeout * 1000) {
-            pt_log(m, PT_LOG_INFO, "%s did not answer a ping in %llds: closing",
-                   pt_session_jid(s)->full, c->timeout);
-            pt_session_close(s, "connection-timeout");
-        }
+    uint64_t interval = (uint64_t)c->interval * 1000, limit = interval + (uint64_t)c->timeout * 1000;
+    if (idle >= limit) {
+        pt_log(m, PT_LOG_INFO, "%s did not answer a ping in %llds: closing",
+               pt_session_jid(s)->full, c->timeout);
+        pt_session_close(s, "connection-timeout");
         return 0;
     }
+    /* silence crossed the interval since the previous tick: ping now, once */
+    if (idle - (w->now - w->since) >= interval)
+        return 0;                       /* pinged at an earlier tick, still waiting */
     char id[48];
-    snprintf(id, sizeof id, "petrel-ping-%llu", (unsigned long long)now);
+    snprintf(id, sizeof id, "petrel-ping-%llu", (unsigned long long)w->now);
     struct pt_stanza *iq = pt_stanza_new("iq", "get", id, pt_host(m), pt_session_jid(s)->full);
     if (iq == NULL)
         return 1;
-    struct xml_node *p = xml_add(pt_stanza_xml(iq), NS_PING, "ping");
-    if (p && pt_session_send(s, iq) == 0) {
-        ps->sent_ms = now;
-        ps->last_rx_ms = last_rx;
+    if (xml_add(pt_stanza_xml(iq), NS_PING, "ping") != NULL && pt_session_send(s, iq) == 0)
         pt_log(m, PT_LOG_DEBUG, "pinging %s, quiet for %llus", pt_session_jid(s)->full,
                (unsigned long long)(idle / 1000));
-    }
     pt_stanza_unref(&iq);
     return 0;
 }
@@ -81,25 +84,30 @@ ping_check(struct pt_mod *m, struct pt_session *s, void *arg)
 static void
 ping_tick(struct pt_mod *m, void *arg)
 {
-    (void)arg;
+    struct ping_state *st = arg;
     const struct ping_conf *c = pt_conf(m);
-    uint64_t now = pt_now_ms();
-    pt_sessions_idle(m, (uint64_t)c->interval * 1000, ping_check, &now);
+    struct ping_walk w = { pt_now_ms(), st->last_tick_ms };
+    pt_sessions_idle(m, (uint64_t)c->interval * 1000, ping_check, &w);
+    st->last_tick_ms = w.now;
 }
 
 static int
 ping_init(struct pt_mod *m)
 {
     const struct ping_conf *c = pt_conf(m);
+    struct ping_state *st = pt_state(m, sizeof *st);
+    if (st == NULL)
+        return PT_ENOMEM;
+    st->last_tick_ms = pt_now_ms();
     int rc = pt_hook_iq(m, "get", NS_PING, "ping", ping_get, PT_PRIO_DEFAULT);
     if (rc == 0)
         rc = pt_hook(m, "iq-result/host", ping_reply, PT_PRIO_DEFAULT);
     if (rc == 0)
         rc = pt_hook(m, "iq-error/host", ping_reply, PT_PRIO_DEFAULT);
-    /* check several times per timeout so a dead session goes within about interval + timeout */
+    /* several ticks per timeout, so a dead session goes within about interval + timeout */
     unsigned tick = (unsigned)(c->timeout < c->interval ? c->timeout : c->interval) * 1000 / 4;
     if (rc == 0)
-        rc = pt_timer(m, tick < 250 ? 250 : tick, ping_tick, NULL);
+        rc = pt_timer(m, tick < 250 ? 250 : tick, ping_tick, st);
     return rc;
 }
 

@@ -180,6 +180,14 @@ pt_add_feature(struct pt_mod *m, const char *var)
 }
 
 const void *pt_conf(const struct pt_mod *m) { return m->conf; }
+
+void *
+pt_state(struct pt_mod *m, size_t size)
+{
+    if (m->state == NULL)
+        m->state = calloc(1, size ? size : 1);
+    return m->state;
+}
 const char *pt_host(const struct pt_mod *m) { return m->host->name; }
 const char *pt_module_name(const struct pt_mod *m) { return m->def->name; }
 
@@ -325,6 +333,7 @@ module_unload(struct host *h, struct pt_mod *m)
         event_free(t->ev);
         free(t);
     }
+    free(m->state);
     for (size_t i = 0; i < m->nfeatures; i++)
         free(m->features[i]);
     free(m->features);

@@ -21,6 +21,7 @@ struct pt_mod {
     char **features;                    /* extra disco features */
     size_t nfeatures;
     struct mod_timer *timers;
+    void *state;                        /* pt_state() */
 };
 
 /* Load every module the host's config names; 0, or -1 with a logged reason. */

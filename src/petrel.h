@@ -108,6 +108,9 @@ int pt_add_feature(struct pt_mod *m, const char *var);
 
 /* ---- instance ------------------------------------------------------------------ */
 const void *pt_conf(const struct pt_mod *m);
+/* The instance's own runtime state: size bytes, zeroed on first call, freed by
+ * the core after fini(); later calls return the same block (size must match). */
+void *pt_state(struct pt_mod *m, size_t size);
 const char *pt_host(const struct pt_mod *m);           /* the virtual host's name */
 const char *pt_module_name(const struct pt_mod *m);
 int  pt_is_admin(const struct pt_mod *m, const struct jid *j);

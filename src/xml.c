@@ -509,7 +509,7 @@ struct xml_stream {
     XML_Parser p;
     const struct xml_stream_cb *cb;
     void *ud;
-    struct xml_limits lim;
+    const struct xml_limits *lim; /* the caller's; must outlive the stream */
     const char *content_ns;      /* the stream's default namespace, e.g. jabber:client */
 
     int depth;                   /* 0 outside the root, 1 between stanzas */
@@ -522,11 +522,11 @@ struct xml_stream {
     uint64_t resume_at;          /* on restart: index after the element that asked */
     enum xml_error err;
     const char *err_detail;
-    int stopped, restart_pending, failed, closed;
-    int resumed;                 /* parser re-created after an idle release: skip the open callback */
+    unsigned stopped : 1, restart_pending : 1, failed : 1, closed : 1;
+    unsigned resumed : 1;        /* parser re-created after an idle release: skip the open callback */
+    unsigned in_parse : 1;       /* inside XML_Parse(), i.e. inside a callback */
     char *decls;                 /* namespace declarations of the header, for re-creation */
     char *hdr_qname;             /* the header's name as written ("stream:stream"), for re-creation */
-    int in_parse;                /* inside XML_Parse(), i.e. inside a callback */
     size_t ns_cost;              /* namespace bytes the serializer will write for this stanza */
     size_t decls_len;
 };
@@ -582,6 +582,16 @@ flush_text(struct xml_stream *s)
 
 /* The declarations almost every client stream makes, shared instead of copied
  * into each stream (an idle session keeps only these). */
+static const char common_qname[] = "stream:stream";
+
+static void
+free_qname(struct xml_stream *s)
+{
+    if (s->hdr_qname != common_qname)
+        free(s->hdr_qname);
+    s->hdr_qname = NULL;
+}
+
 static const char common_decls[] =
     " xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'";
 
@@ -658,8 +668,13 @@ record_qname(struct xml_stream *s, const char *name)
     strbuf_add(&b, local, llen);
     if (b.failed)
         return -1;
-    free(s->hdr_qname);
-    s->hdr_qname = b.data;
+    free_qname(s);
+    if (strcmp(b.data, common_qname) == 0) {
+        strbuf_free(&b);
+        s->hdr_qname = (char *)common_qname;     /* shared, like common_decls */
+    } else {
+        s->hdr_qname = b.data;
+    }
     return 0;
 }
 
@@ -720,7 +735,7 @@ on_start(void *ud, const XML_Char *name, const XML_Char **atts)
     struct xml_stream *s = ud;
     if (s->err != XML_OK || s->stopped)
         return;
-    if (s->lim.max_attrs && (unsigned)XML_GetSpecifiedAttributeCount(s->p) / 2 > s->lim.max_attrs) {
+    if (s->lim->max_attrs && (unsigned)XML_GetSpecifiedAttributeCount(s->p) / 2 > s->lim->max_attrs) {
         set_error(s, XML_E_TOO_MANY_ATTRS, NULL);
         return;
     }
@@ -746,7 +761,7 @@ on_start(void *ud, const XML_Char *name, const XML_Char **atts)
         arena_free(&a);
         return;
     }
-    if (s->lim.max_depth && (unsigned)s->depth >= s->lim.max_depth) {
+    if (s->lim->max_depth && (unsigned)s->depth >= s->lim->max_depth) {
         set_error(s, XML_E_TOO_DEEP, NULL);
         return;
     }
@@ -766,7 +781,7 @@ on_start(void *ud, const XML_Char *name, const XML_Char **atts)
         set_error(s, XML_E_NOMEM, NULL);
         return;
     }
-    if (s->lim.max_stanza && s->ns_cost > s->lim.max_stanza) {
+    if (s->lim->max_stanza && s->ns_cost > s->lim->max_stanza) {
         set_error(s, XML_E_TOO_BIG, "namespace expansion");
         return;
     }
@@ -940,7 +955,7 @@ xml_stream_new(const struct xml_stream_cb *cb, void *ud, const struct xml_limits
         return NULL;
     s->cb = cb;
     s->ud = ud;
-    s->lim = *limits;
+    s->lim = limits;
     s->content_ns = content_ns;
     return s;
 }
@@ -950,8 +965,7 @@ reset_state(struct xml_stream *s)
 {
     parser_drop(s);
     free_decls(s);
-    free(s->hdr_qname);
-    s->hdr_qname = NULL;
+    free_qname(s);
     s->depth = 0;
     s->err = XML_OK;
     s->stopped = s->restart_pending = s->failed = s->closed = s->resumed = 0;
@@ -1025,12 +1039,12 @@ xml_stream_feed(struct xml_stream *s, const char *data, size_t len)
         /* partial input counts toward the stanza limit: never hand expat more
          * than one stanza's worth past the last complete item */
         size_t chunk = len > (1u << 30) ? (1u << 30) : len;
-        if (s->lim.max_stanza) {
+        if (s->lim->max_stanza) {
             uint64_t pending = s->fed - s->boundary;
-            if (pending >= s->lim.max_stanza)
+            if (pending >= s->lim->max_stanza)
                 set_error(s, XML_E_TOO_BIG, NULL);
-            else if (chunk > s->lim.max_stanza - pending)
-                chunk = (size_t)(s->lim.max_stanza - pending);
+            else if (chunk > s->lim->max_stanza - pending)
+                chunk = (size_t)(s->lim->max_stanza - pending);
         }
         uint64_t start = s->fed;
         enum XML_Status st = XML_STATUS_OK;
@@ -1064,7 +1078,7 @@ xml_stream_feed(struct xml_stream *s, const char *data, size_t len)
         data += chunk;
         len -= chunk;
         /* still incomplete after max_stanza bytes: it will be longer */
-        if (s->depth >= 1 && s->lim.max_stanza && s->fed - s->boundary >= s->lim.max_stanza) {
+        if (s->depth >= 1 && s->lim->max_stanza && s->fed - s->boundary >= s->lim->max_stanza) {
             s->failed = 1;
             if (s->cb->error)
                 s->cb->error(s->ud, XML_E_TOO_BIG, NULL);
@@ -1096,8 +1110,7 @@ xml_stream_free(struct xml_stream **sp)
         return;
     parser_drop(s);
     free_decls(s);
-    free(s->hdr_qname);
-    s->hdr_qname = NULL;
+    free_qname(s);
     free(s);
     *sp = NULL;
 }

@@ -126,6 +126,7 @@ struct xml_stream_cb {
 };
 
 struct xml_stream;
+/* limits are referenced, not copied: they must outlive the stream. */
 struct xml_stream *xml_stream_new(const struct xml_stream_cb *cb, void *ud,
                                   const struct xml_limits *limits, const char *content_ns);
 /* Feed bytes. Returns 0, or -1 after the error callback fired or the stream was stopped. */
