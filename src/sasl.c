@@ -31,6 +31,16 @@
 /* Secret for fake salts of unknown users, filled on first use. */
 static uint8_t fake_secret[32];
 static int fake_secret_ready;
+static uint32_t fake_iterations = SASL_DEFAULT_ITERATIONS;
+
+void
+sasl_set_unknown_user_params(const uint8_t secret[32], uint32_t iterations)
+{
+    memcpy(fake_secret, secret, sizeof fake_secret);
+    fake_secret_ready = 1;
+    if (iterations > 0)
+        fake_iterations = iterations;
+}
 
 /* Test hook: fixed server nonce, or empty for random. */
 static char test_nonce[256];
@@ -357,7 +367,7 @@ static int fake_creds(enum sasl_hash h, const char *username, struct sasl_creds 
     free(data);
     if (rc != 0)
         return -1;
-    out->iterations = SASL_DEFAULT_ITERATIONS;
+    out->iterations = fake_iterations;
     out->salt_len = 16;
     memcpy(out->salt, mac, 16);
     return 0;

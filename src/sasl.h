@@ -137,6 +137,12 @@ const char *sasl_authzid(const struct sasl_session *s);
 
 /* Name of the session's mechanism, e.g. "SCRAM-SHA-256-PLUS". */
 const char *sasl_mechanism(const struct sasl_session *s);
+/* What an unknown user is answered with must not tell it apart from a real
+ * one: the salt comes from HMAC(secret, name) — give a secret that survives
+ * restarts (the store keeps one) — and the iteration count is the one real
+ * accounts are made with. Without a call: a per-process random secret and
+ * SASL_DEFAULT_ITERATIONS. */
+void sasl_set_unknown_user_params(const uint8_t secret[32], uint32_t iterations);
 /* 1 once a password (PLAIN) or a proof (SCRAM) has been checked: a failure
  * after that is a wrong guess; one before it is negotiation (mechanism,
  * channel binding, syntax) and says nothing about the password. */

@@ -6,7 +6,10 @@
 #include "log.h"
 #include "module.h"
 #include "session.h"
+#include "sasl.h"
 #include "tls.h"
+
+#include <openssl/crypto.h>
 
 #include <errno.h>
 #include <malloc.h>
@@ -279,6 +282,11 @@ server_init(struct server *srv, struct conf *conf)
     snprintf(path, sizeof path, "%s/store", conf->data_dir);
     if (store_open(&srv->store, path, conf->store_map_size, err, sizeof err) < 0)
         fatalx("%s", err);
+    uint8_t secret[32];
+    if (store_secret(srv->store, "sasl_unknown_user_secret", secret) < 0)
+        fatalx("cannot read or make a secret in the store %s", path);
+    sasl_set_unknown_user_params(secret, conf->scram_iterations);
+    OPENSSL_cleanse(secret, sizeof secret);
 
     struct event_config *ec = event_config_new();
     if (ec == NULL)

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include <openssl/crypto.h>
+#include <openssl/rand.h>
 
 #define MAX_DBS 64
 
@@ -288,6 +289,31 @@ store_read_end(struct store *s, MDB_txn **txn)
     if (*txn && *txn != s->wtxn)
         mdb_txn_abort(*txn);
     *txn = NULL;
+}
+
+int
+store_secret(struct store *s, const char *name, uint8_t out[32])
+{
+    MDB_dbi meta;
+    int rc = store_dbi(s, "meta", &meta);
+    if (rc < 0)
+        return rc;
+    MDB_txn *txn = store_wtxn(s);
+    if (txn == NULL)
+        return PT_ESTORE;
+    MDB_val k = { strlen(name), (void *)name }, v;
+    int mrc = mdb_get(txn, meta, &k, &v);
+    if (mrc == 0 && v.mv_size == 32) {
+        memcpy(out, v.mv_data, 32);
+        return 0;
+    }
+    if (RAND_bytes(out, 32) != 1)
+        return PT_ERROR;
+    v.mv_size = 32;
+    v.mv_data = out;
+    if (mdb_put(txn, meta, &k, &v, 0) != 0)
+        return PT_ESTORE;
+    return store_commit(s);
 }
 
 /* ---- accounts ------------------------------------------------------------------

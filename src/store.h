@@ -43,6 +43,10 @@ void store_set_wakeup(struct store *s, void (*fn)(void *), void *arg); /* called
 int  store_read_begin(struct store *s, MDB_txn **txn);
 void store_read_end(struct store *s, MDB_txn **txn);
 
+/* A named 32-byte random secret kept in the "meta" database, made on first
+ * use (e.g. "sasl_unknown_user_secret"). 0 or PT_E*. */
+int store_secret(struct store *s, const char *name, uint8_t out[32]);
+
 /* ---- accounts (schemas/accounts.md) ------------------------------------------ */
 struct account {
     uint64_t created;                       /* unix seconds */

@@ -754,6 +754,28 @@ test_other_process_writes(void **state)
     assert_int_equal(store_account_get(f->s, "parent@localhost", &b), 0);
 }
 
+/* A named secret is made once and kept: the same bytes after a reopen, other
+ * bytes under another name (SASL answers unknown users from it, so it must
+ * not change across restarts). */
+static void
+test_secret_persists(void **state)
+{
+    struct fx *f = *state;
+    uint8_t a[32], b[32], c[32], zero[32] = { 0 };
+    open_store(f);
+    assert_int_equal(store_secret(f->s, "sasl_unknown_user_secret", a), 0);
+    assert_memory_not_equal(a, zero, 32);
+    assert_int_equal(store_secret(f->s, "sasl_unknown_user_secret", b), 0);
+    assert_memory_equal(a, b, 32);
+    assert_int_equal(store_secret(f->s, "another_secret", c), 0);
+    assert_memory_not_equal(a, c, 32);
+    store_close(&f->s);
+    open_store(f);
+    memset(b, 0, sizeof b);
+    assert_int_equal(store_secret(f->s, "sasl_unknown_user_secret", b), 0);
+    assert_memory_equal(a, b, 32);
+}
+
 int
 main(void)
 {
@@ -778,6 +800,7 @@ main(void)
         T(test_close_commits_pending),
         T(test_dbi_open_keeps_turn_txn),
         T(test_other_process_writes),
+        T(test_secret_persists),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
