@@ -1,11 +1,14 @@
 /* control.c — see control.h. Commands:
  *   sessions           one line per session: jid kind peer idle-seconds priority available
- *   kick JID           close the sessions of a bare or full JID (after deluser, passwd)
+ *   kick JID           close the sessions of a bare or full JID (after passwd)
+ *   deluser JID        delete the account: its sessions end, modules hear
+ *                      PT_EV_USER_DELETED (and drop what they keep for it)
  *   stats              connections, bound sessions */
 #include "config.h"
 #include "control.h"
 #include "log.h"
 #include "server.h"
+#include "module.h"
 #include "session.h"
 #include "xml.h"
 
@@ -71,6 +74,40 @@ kick(struct server *srv, const char *arg, struct evbuffer *out)
 }
 
 static void
+deluser(struct server *srv, const char *arg, struct evbuffer *out)
+{
+    struct jid j;
+    if (jid_parse(&j, arg, strlen(arg)) < 0 || j.node[0] == '\0' || j.resource) {
+        jid_clear(&j);
+        evbuffer_add_printf(out, "error: not a bare user JID\n");
+        return;
+    }
+    struct host *h = server_host(srv, j.domain);
+    if (h == NULL) {
+        jid_clear(&j);
+        evbuffer_add_printf(out, "error: not a host of this server\n");
+        return;
+    }
+    int rc = store_account_del(srv->store, j.bare);
+    if (rc == 0)
+        rc = store_commit(srv->store);
+    if (rc == PT_ENOTFOUND) {
+        evbuffer_add_printf(out, "error: no such account\n");
+    } else if (rc < 0) {
+        evbuffer_add_printf(out, "error: %s\n", pt_strerror(rc));
+    } else {
+        for (struct pt_session *s = sessions_of(srv, j.bare), *next; s; s = next) {
+            next = s->user_next;
+            s->ops->close(s, "not-authorized");
+        }
+        events_fire(h, PT_EV_USER_DELETED, NULL, NULL, &j);
+        log_info("control: account %s deleted", j.bare);
+        evbuffer_add_printf(out, "deleted %s\nok\n", j.bare);
+    }
+    jid_clear(&j);
+}
+
+static void
 ctl_read(struct bufferevent *bev, void *arg)
 {
     struct server *srv = arg;
@@ -87,6 +124,8 @@ ctl_read(struct bufferevent *bev, void *arg)
         reply_sessions(srv, out);
     else if (strncmp(line, "kick ", 5) == 0)
         kick(srv, line + 5, out);
+    else if (strncmp(line, "deluser ", 8) == 0)
+        deluser(srv, line + 8, out);
     else if (strcmp(line, "stats") == 0) {
         struct mallinfo2 mi = mallinfo2();
         evbuffer_add_printf(out, "connections %zu\nsessions %zu\nxml_parsers %zu\nheap_in_use %zu\nheap_free %zu\nheap_mmap %zu\nok\n",

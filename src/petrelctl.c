@@ -248,6 +248,24 @@ cmd_deluser(int argc, char **argv)
     struct jid j;
     if (check_jid(argv[1], &j) < 0)
         return 1;
+    /* a running server deletes it itself, so that its modules hear of it */
+    char cmd[2100], answer[4096];
+    snprintf(cmd, sizeof cmd, "deluser %s", j.bare);
+    FILE *mem = fmemopen(answer, sizeof answer - 1, "w");
+    int sent = mem ? control(cmd, mem) : 1;
+    if (mem) {
+        fclose(mem);
+        answer[sizeof answer - 1] = '\0';
+    }
+    if (sent == 0) {
+        int ok = strstr(answer, "\nok\n") != NULL || strncmp(answer, "deleted", 7) == 0;
+        if (ok)
+            printf("deleted %s\n", j.bare);
+        else
+            fprintf(stderr, "petrelctl: %s: %s", j.bare, strncmp(answer, "error: ", 7) == 0 ? answer + 7 : answer);
+        jid_clear(&j);
+        return ok ? 0 : 1;
+    }
     int rc = store_account_del(store, j.bare);
     if (rc == 0)
         rc = store_commit(store);
@@ -255,12 +273,8 @@ cmd_deluser(int argc, char **argv)
         fprintf(stderr, "petrelctl: no account %s\n", j.bare);
     else if (rc < 0)
         fprintf(stderr, "petrelctl: %s: %s\n", j.bare, pt_strerror(rc));
-    if (rc == 0) {
-        char cmd[2100];
-        snprintf(cmd, sizeof cmd, "kick %s", j.bare);
-        control(cmd, NULL);
+    if (rc == 0)
         printf("deleted %s\n", j.bare);
-    }
     jid_clear(&j);
     return rc == 0 ? 0 : 1;
 }
