@@ -103,8 +103,9 @@ send_node(struct c2s *c, const struct xml_node *el)
     strbuf_free(&b);
 }
 
+/* to: the client's own 'from', echoed (RFC 6120 4.7.2), or NULL */
 static void
-send_header(struct c2s *c, const char *from)
+send_header_to(struct c2s *c, const char *from, const char *to)
 {
     if (c->header_sent)
         return;
@@ -124,10 +125,20 @@ send_header(struct c2s *c, const char *from)
         strbuf_adds(&b, "' from='");
         strbuf_add_escaped(&b, from, strlen(from), 1);
     }
+    if (to) {
+        strbuf_adds(&b, "' to='");
+        strbuf_add_escaped(&b, to, strlen(to), 1);
+    }
     strbuf_adds(&b, "' version='1.0' xml:lang='en'>");
     if (!b.failed)
         c2s_send(&c->s, b.data, b.len);
     strbuf_free(&b);
+}
+
+static void
+send_header(struct c2s *c, const char *from)
+{
+    send_header_to(c, from, NULL);
 }
 
 /* ---- closing ---------------------------------------------------------------------- */
@@ -302,7 +313,13 @@ on_open(void *ud, const struct xml_node *hdr)
         h = srv->hosts[0];
     }
     c->header_sent = 0;
-    send_header(c, h ? h->name : (c->s.host ? c->s.host->name : NULL));
+    /* echo the client's 'from' as our 'to' when it is a valid JID (RFC 6120 4.7.2) */
+    const char *cfrom = xml_attr(hdr, "from");
+    struct jid fj;
+    int echo = cfrom && jid_parse(&fj, cfrom, strlen(cfrom)) == 0;
+    send_header_to(c, h ? h->name : (c->s.host ? c->s.host->name : NULL), echo ? fj.full : NULL);
+    if (echo)
+        jid_clear(&fj);
     if (strcmp(hdr->name, "stream") != 0) {
         c2s_close(&c->s, "bad-format");
         return;

@@ -281,6 +281,27 @@ out:
     return ok;
 }
 
+/* RFC 6120 4.7.2: the server's header answers the client's 'from' with a
+ * 'to' naming it, and comes 'from' the host the client asked for. */
+static int
+t_stream_from_echoed(void)
+{
+    struct raw r;
+    int ok = 0;
+    CHECK(raw_connect(&r, PORT, NULL, 0, NULL) == 0, "connect");
+    raw_sendf(&r, "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+                  "xmlns:stream='http://etherx.jabber.org/streams' to='LocalHost' "
+                  "from='Juliet@LocalHost' version='1.0'>");
+    CHECK(raw_wait(&r, "<stream:features>", 5000), "no features: %s", raw_tail(&r, 300));
+    CHECK(raw_seen(&r, "from='localhost'"), "header not from the host: %s", raw_tail(&r, 300));
+    CHECK(raw_seen(&r, "to='juliet@localhost'"), "client's from not echoed (prepared): %s",
+          raw_tail(&r, 300));
+    ok = 1;
+out:
+    raw_close(&r);
+    return ok;
+}
+
 /* PLAIN with an authzid: the account itself is fine, another one is refused
  * with <invalid-authzid/> (RFC 6120 6.4.6). */
 static int
@@ -1682,6 +1703,7 @@ static const struct test tests[] = {
     { "sasl/plain-success-has-no-data", t_sasl_plain_success_empty, 0 },
     { "sasl/authzid", t_sasl_authzid, 0 },
     { "stream/stream-prefix", t_stream_prefix, 0 },
+    { "stream/from-echoed", t_stream_from_echoed, 0 },
     { "sasl/scram-sha-1-plus-tls-exporter", t_sasl_scram_sha1_plus, 0 },
     { "sasl/scram-sha-256-plus-tls-exporter", t_sasl_scram_sha256_plus, 0 },
     { "sasl/scram-sha-512-plus-tls-exporter", t_sasl_scram_sha512_plus, 0 },
