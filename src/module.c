@@ -346,12 +346,58 @@ module_unload(struct host *h, struct pt_mod *m)
 }
 
 int
+module_attach(struct host *h, const struct pt_module *def)
+{
+    if (h->hooks == NULL && (h->hooks = hash_new(64)) == NULL)
+        return -1;
+    if (def->api != PT_MODULE_API) {
+        log_error("host %s: module %s is built for module API %d, the core has %d",
+                  h->name, def->name, def->api, PT_MODULE_API);
+        return -1;
+    }
+    for (size_t k = 0; k < h->nmods; k++)
+        if (h->mods[k]->def == def) {
+            log_error("host %s: module %s is listed twice", h->name, def->name);
+            return -1;
+        }
+    struct pt_mod **mods = realloc(h->mods, (h->nmods + 1) * sizeof *mods);
+    if (mods == NULL)
+        return -1;
+    h->mods = mods;
+    struct pt_mod *m = calloc(1, sizeof *m);
+    if (m == NULL)
+        return -1;
+    m->def = def;
+    m->host = h;
+    m->srv = h->srv;
+    m->slot = h->nmods;
+    m->conf = calloc(1, def->conf_size ? def->conf_size : 1);
+    char err[512] = "out of memory";
+    /* options come from the host's section of the config file (none without one) */
+    if (m->conf == NULL ||
+        (def->options && h->conf && h->conf->cfg && conf_module(h->conf, def, m->conf, err, sizeof err) < 0)) {
+        log_error("host %s: module %s: %s", h->name, def->name, err);
+        free(m->conf);
+        free(m);
+        return -1;
+    }
+    h->mods[h->nmods++] = m;
+    m->in_init = 1;
+    int rc = def->init ? def->init(m) : 0;
+    m->in_init = 0;
+    if (rc < 0) {
+        log_error("host %s: module %s failed to start: %s", h->name, def->name, pt_strerror(rc));
+        return -1;
+    }
+    log_debug("module %s loaded on %s", def->name, h->name);
+    return 0;
+}
+
+int
 modules_load(struct host *h)
 {
     const struct conf_host *c = h->conf;
-    h->hooks = hash_new(64);
-    h->mods = calloc(c->nmodules ? c->nmodules : 1, sizeof *h->mods);
-    if (h->hooks == NULL || h->mods == NULL)
+    if (h->hooks == NULL && (h->hooks = hash_new(64)) == NULL)
         return -1;
     for (size_t i = 0; i < c->nmodules; i++) {
         const struct pt_module *def = conf_find_module(c->modules[i]);
@@ -359,40 +405,8 @@ modules_load(struct host *h)
             log_error("host %s: unknown module %s", h->name, c->modules[i]);
             return -1;
         }
-        if (def->api != PT_MODULE_API) {
-            log_error("host %s: module %s is built for module API %d, the core has %d",
-                      h->name, def->name, def->api, PT_MODULE_API);
+        if (module_attach(h, def) < 0)
             return -1;
-        }
-        for (size_t k = 0; k < h->nmods; k++)
-            if (h->mods[k]->def == def) {
-                log_error("host %s: module %s is listed twice", h->name, def->name);
-                return -1;
-            }
-        struct pt_mod *m = calloc(1, sizeof *m);
-        if (m == NULL)
-            return -1;
-        m->def = def;
-        m->host = h;
-        m->srv = h->srv;
-        m->slot = h->nmods;
-        m->conf = calloc(1, def->conf_size ? def->conf_size : 1);
-        char err[512];
-        if (m->conf == NULL || conf_module(c, def, m->conf, err, sizeof err) < 0) {
-            log_error("host %s: module %s: %s", h->name, def->name, m->conf ? err : "out of memory");
-            free(m->conf);
-            free(m);
-            return -1;
-        }
-        h->mods[h->nmods++] = m;
-        m->in_init = 1;
-        int rc = def->init ? def->init(m) : 0;
-        m->in_init = 0;
-        if (rc < 0) {
-            log_error("host %s: module %s failed to start: %s", h->name, def->name, pt_strerror(rc));
-            return -1;
-        }
-        log_debug("module %s loaded on %s", def->name, h->name);
     }
     return 0;
 }

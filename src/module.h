@@ -26,6 +26,9 @@ struct pt_mod {
 
 /* Load every module the host's config names; 0, or -1 with a logged reason. */
 int  modules_load(struct host *h);
+/* Load one module definition on h (its options from the host's config
+ * section, if any) and run its init(); modules_load and tests use it. */
+int  module_attach(struct host *h, const struct pt_module *def);
 void modules_unload(struct host *h);
 
 /* Run the hooks of a route on host h, highest priority first, until one handles. */
