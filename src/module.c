@@ -169,6 +169,9 @@ pt_timer(struct pt_mod *m, unsigned interval_ms, pt_timer_fn fn, void *arg)
 int
 pt_add_feature(struct pt_mod *m, const char *var)
 {
+    int rc = check_init(m, "pt_add_feature");
+    if (rc < 0)
+        return rc;
     char **f = realloc(m->features, (m->nfeatures + 1) * sizeof *f);
     if (f == NULL)
         return PT_ENOMEM;
@@ -242,11 +245,15 @@ pt_session_data(struct pt_mod *m, struct pt_session *s, size_t size)
 {
     if (s->host != m->host)
         return NULL;
-    if (s->mod_data == NULL) {
-        s->mod_data = calloc(m->host->nmods, sizeof *s->mod_data);
-        if (s->mod_data == NULL)
+    if (s->mod_data == NULL || m->slot >= s->nmod_data) {
+        /* sized by the host's modules; grows if one was attached since */
+        size_t n = m->host->nmods;
+        void **d = realloc(s->mod_data, n * sizeof *d);
+        if (d == NULL)
             return NULL;
-        s->nmod_data = m->host->nmods;
+        memset(d + s->nmod_data, 0, (n - s->nmod_data) * sizeof *d);
+        s->mod_data = d;
+        s->nmod_data = n;
     }
     if (s->mod_data[m->slot] == NULL)
         s->mod_data[m->slot] = calloc(1, size ? size : 1);
@@ -272,7 +279,7 @@ pt_sessions_idle(struct pt_mod *m, uint64_t min_idle_ms,
 enum pt_verdict
 hooks_run(struct host *h, const char *route, struct pt_session *s, struct pt_stanza *st)
 {
-    struct hook_list *l = hash_get(h->hooks, route);
+    struct hook_list *l = h->hooks ? hash_get(h->hooks, route) : NULL;
     if (l == NULL)
         return PT_PASS;
     for (size_t i = 0; i < l->n; i++)
@@ -284,7 +291,7 @@ hooks_run(struct host *h, const char *route, struct pt_session *s, struct pt_sta
 int
 hooks_exist(struct host *h, const char *route)
 {
-    struct hook_list *l = hash_get(h->hooks, route);
+    struct hook_list *l = h->hooks ? hash_get(h->hooks, route) : NULL;
     return l && l->n > 0;
 }
 
@@ -316,11 +323,10 @@ remove_from(void *arg, const char *key, void *value)
     return 0;
 }
 
+/* Undo every registration of m and free it (fini() not called). */
 static void
-module_unload(struct host *h, struct pt_mod *m)
+module_free(struct host *h, struct pt_mod *m)
 {
-    if (m->def->fini)
-        m->def->fini(m);
     /* undo every registration the instance made */
     struct hook_list *l;
     for (int k = 0; k < PT_EV__COUNT; k++)
@@ -343,6 +349,14 @@ module_unload(struct host *h, struct pt_mod *m)
     }
     log_debug("module %s unloaded from %s", m->def->name, h->name);
     free(m);
+}
+
+static void
+module_unload(struct host *h, struct pt_mod *m)
+{
+    if (m->def->fini)
+        m->def->fini(m);
+    module_free(h, m);
 }
 
 int
@@ -387,6 +401,8 @@ module_attach(struct host *h, const struct pt_module *def)
     m->in_init = 0;
     if (rc < 0) {
         log_error("host %s: module %s failed to start: %s", h->name, def->name, pt_strerror(rc));
+        h->nmods--;                     /* it is the last one; no fini() for a failed init() */
+        module_free(h, m);
         return -1;
     }
     log_debug("module %s loaded on %s", def->name, h->name);
