@@ -236,9 +236,32 @@ wait_quiet() {
     done
 }
 
+# Debian's Prosody, installed if missing (as root). Installing it would start
+# the system instance on 5222/5269 at once: a policy-rc.d that refuses every
+# start keeps it down during the install. This script runs its own instance.
+ensure_prosody() {
+    command -v prosody >/dev/null && command -v lua5.4 >/dev/null && return 0
+    [[ " $SERVERS " == *" prosody "* ]] || return 0
+    if [ "$(id -u)" != 0 ]; then
+        log "prosody is not installed and this is not root: the Prosody half is skipped"
+        return 0
+    fi
+    local prc=/usr/sbin/policy-rc.d saved="" rc=0
+    if [ -e "$prc" ]; then saved=$(mktemp); cp -p "$prc" "$saved"; fi
+    printf '#!/bin/sh\nexit 101\n' > "$prc" && chmod +x "$prc"
+    log "installing prosody from Debian (its service kept from starting)"
+    DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq --no-install-recommends \
+        prosody lua5.4 >/dev/null 2>&1 || rc=$?
+    if [ -n "$saved" ]; then mv "$saved" "$prc"; else rm -f "$prc"; fi
+    [ "$rc" = 0 ] || log "apt-get install prosody failed (exit $rc)"
+}
+ensure_prosody
+
+# A system Prosody that runs anyway (started before, or by hand) is stopped:
+# it would hold the default ports and its CPU would disturb the measurement.
 if [ -f /run/prosody/prosody.pid ] && kill -0 "$(cat /run/prosody/prosody.pid)" 2>/dev/null; then
-    log "note: the system Prosody (pid $(cat /run/prosody/prosody.pid)) is running; it is not used"
-    log "      here, but its CPU time counts as 'other'. Stop it with: service prosody stop"
+    log "stopping the system Prosody (pid $(cat /run/prosody/prosody.pid)); this run starts its own"
+    service prosody stop >/dev/null 2>&1 || kill "$(cat /run/prosody/prosody.pid)" 2>/dev/null || true
 fi
 
 # wait until PID listens on PORT (bounded: 30 s), or fail
