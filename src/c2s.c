@@ -979,6 +979,14 @@ read_cb(struct bufferevent *bev, void *arg)
     struct c2s *c = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
     session_touch(&c->s);
+    /* the handshake has a deadline, not only a silence limit: a client that
+     * dribbles bytes does not hold a connection open for ever before binding */
+    if (!c->s.bound && !c->s.closing &&
+        pt_now_ms() - c->s.started_ms > (uint64_t)c->s.srv->conf->c2s_handshake_timeout * 1000) {
+        log_info("c2s %s: not bound %u s after connecting", c->s.peer, c->s.srv->conf->c2s_handshake_timeout);
+        c2s_close(&c->s, "connection-timeout");
+        return;
+    }
     rate_charge(c, evbuffer_get_length(in));
     while (evbuffer_get_length(in) > 0 && !c->s.closing && !c->paused && !c->starttls_pending) {
         size_t n = evbuffer_get_contiguous_space(in);

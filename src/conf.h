@@ -44,7 +44,7 @@ struct conf {
     size_t   max_stanza;        /* bytes */
     unsigned max_depth;
     unsigned max_attrs;
-    unsigned c2s_handshake_timeout;  /* seconds from connect to a bound resource */
+    unsigned c2s_handshake_timeout;  /* seconds from connect to a bound resource (and of silence before it) */
     unsigned auth_fail_limit;   /* failures from one address before it is slowed down */
     unsigned c2s_rate;          /* bytes per second a client may send, sustained (burst: 2 s worth) */
     unsigned scram_iterations;

@@ -22,7 +22,7 @@
 
 struct store;
 
-/* Open (creating the folder), check and migrate the schema. readonly: no migration.
+/* Open (creating the folder), check the schema version and migrate an older store.
  * Returns 0 or PT_E*; on failure *err says why (static or the store's message). */
 int  store_open(struct store **out, const char *dir, size_t map_size, char *err, size_t errlen);
 void store_close(struct store **s);
@@ -54,7 +54,7 @@ struct account {
     struct sasl_creds creds[SASL_HASH_COUNT];
 };
 int store_account_get(struct store *s, const char *bare, struct account *out);   /* 0, PT_ENOTFOUND */
-/* Create (PT_EEXIST if present unless replace) in its own transaction (tools), durable on return. */
+/* Create (PT_EEXIST if present unless replace) in the turn's write txn; durable after store_commit(). */
 int store_account_put(struct store *s, const char *bare, const struct account *a, int replace);
 int store_account_del(struct store *s, const char *bare);                        /* 0, PT_ENOTFOUND */
 int store_account_list(struct store *s, const char *domain,

@@ -1684,6 +1684,43 @@ out:
     return ok;
 }
 
+/* The handshake has a deadline: a client that keeps sending a byte now and
+ * then, never finishing its login, is closed with <connection-timeout/> once
+ * handshake_timeout has passed since it connected. Its own server, 2 s. */
+static int
+t_conf_handshake_deadline(void)
+{
+    struct srv s;
+    struct raw r;
+    int ok = 0, started = 0;
+    memset(&r, 0, sizeof r);
+    r.fd = -1;
+    static const struct srv_opts opts = { "handshake_timeout = 2", 60, 60 };
+    CHECK(srv_start_opts(&s, "slow@localhost pw-slow\n", &opts) == 0, "server: -");
+    started = 1;
+    CHECK(raw_connect(&r, s.port_starttls, NULL, 0, NULL) == 0, "connect");
+    CHECK(raw_open_stream(&r, "localhost"), "no features");
+    uint64_t t0 = now_ms();
+    int closed = 0;
+    /* a whitespace keepalive every 500 ms: never silent, never done */
+    while (now_ms() - t0 < 6000 && !closed) {
+        raw_sendf(&r, " ");
+        closed = raw_wait(&r, "<connection-timeout", 500);
+    }
+    uint64_t took = now_ms() - t0;
+    CHECK(closed, "a dribbling client was not closed within 6 s: %s", raw_tail(&r, 300));
+    CHECK(took >= 1000 && took < 4500, "closed after %llu ms, expected about 2 s",
+          (unsigned long long)took);
+    ok = 1;
+out:
+    raw_close(&r);
+    if (started && srv_stop(&s) < 0) {
+        fail_reason("server: bad exit");
+        ok = 0;
+    }
+    return ok;
+}
+
 /* ---- registry ------------------------------------------------------------------------------------ */
 
 struct test {
@@ -1766,6 +1803,7 @@ static const struct test tests[] = {
     { "vhost/message-between-hosts", t_vhost_cross_message, 0 },
     { "bad/slow-reader-dropped", t_bad_slow_reader, 1 },
     { "config/c2s-rate-at-maximum", t_conf_rate_max, 1 },
+    { "config/handshake-deadline", t_conf_handshake_deadline, 1 },
     { "throttle/failed-logins", t_throttle, 1 },
 };
 #define NTESTS (sizeof tests / sizeof tests[0])
