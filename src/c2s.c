@@ -59,7 +59,7 @@ struct c2s {
     unsigned sasl_tries;                /* wrong passwords on this stream */
     unsigned sasl_attempts;             /* other failed attempts */
     unsigned tls : 1, authed : 1, header_sent : 1, tls_bev : 1, starttls_pending : 1,
-             sasl_need_initial : 1, paused : 1, peer_closed : 1, throttle_served : 1;
+             paused : 1, peer_closed : 1, throttle_served : 1;
 };
 
 static const struct session_ops c2s_ops;
@@ -497,13 +497,23 @@ sasl_failure(struct c2s *c, const char *condition, int counts)
     }
 }
 
+/* A failure that is not a wrong password (mechanism, encoding, channel
+ * binding, TLS): answered, not counted as a guess, but bounded per stream. */
+static void
+sasl_refused(struct c2s *c, const char *condition)
+{
+    sasl_failure(c, condition, 0);
+    if (++c->sasl_attempts > MAX_SASL_ATTEMPTS)
+        c2s_close(&c->s, "policy-violation");
+}
+
 static void
 sasl_feed(struct c2s *c, const char *b64)
 {
     uint8_t *in = NULL;
     size_t inlen = 0;
     if (base64_decode(b64, strlen(b64), &in, &inlen) < 0) {
-        sasl_failure(c, "incorrect-encoding", 1);
+        sasl_refused(c, "incorrect-encoding");
         return;
     }
     const uint8_t *out;
@@ -522,9 +532,10 @@ sasl_feed(struct c2s *c, const char *b64)
                  cond ? cond : "not-authorized", guess ? "" : " (before any password check)");
         /* only wrong passwords count toward throttling; a client trying
          * mechanisms or channel bindings in turn is not guessing */
-        sasl_failure(c, cond ? cond : "not-authorized", guess);
-        if (!guess && ++c->sasl_attempts > MAX_SASL_ATTEMPTS)
-            c2s_close(&c->s, "policy-violation");
+        if (guess)
+            sasl_failure(c, cond ? cond : "not-authorized", 1);
+        else
+            sasl_refused(c, cond ? cond : "not-authorized");
         return;
     }
     /* authenticated: the authzid, if any, must be the account itself */
@@ -575,7 +586,7 @@ handle_sasl(struct c2s *c, struct xml_node *el)
         sasl_end(c);
         const char *mech = xml_attr(el, "mechanism");
         if (!c->tls && c->s.srv->conf->require_encryption) {
-            sasl_failure(c, "encryption-required", 0);
+            sasl_refused(c, "encryption-required");
             return;
         }
         struct sasl_conn_info ci;
@@ -589,13 +600,12 @@ handle_sasl(struct c2s *c, struct xml_node *el)
         c->sasl = sasl_start(mech ? mech : "", &ci, creds_lookup, c, &cond);
         if (c->sasl == NULL) {
             sasl_end(c);
-            sasl_failure(c, cond ? cond : "invalid-mechanism", cond && strcmp(cond, "invalid-mechanism") != 0);
+            sasl_refused(c, cond ? cond : "invalid-mechanism");
             return;
         }
         const char *text = xml_text(el);
         if (*text == '\0') {
             /* no initial response: an empty challenge asks for it */
-            c->sasl_need_initial = 1;
             sasl_reply(c, "challenge", NULL, 0);
             return;
         }
@@ -604,11 +614,10 @@ handle_sasl(struct c2s *c, struct xml_node *el)
     }
     if (xml_is(el, NS_SASL, "response")) {
         if (c->sasl == NULL) {
-            sasl_failure(c, "malformed-request", 0);
+            sasl_refused(c, "malformed-request");
             return;
         }
         const char *text = xml_text(el);
-        c->sasl_need_initial = 0;
         sasl_feed(c, *text ? text : "=");
         return;
     }
