@@ -7,7 +7,7 @@ set -eu
 
 BUILD_PKGS="build-essential autoconf automake libtool pkg-config
  libevent-dev libexpat1-dev libssl-dev liblmdb-dev libc-ares-dev libidn-dev libconfuse-dev openssl"
-TEST_PKGS="libstrophe-dev libcmocka-dev python3 python3-slixmpp lmdb-utils procps"
+TEST_PKGS="libstrophe-dev libcmocka-dev python3 python3-slixmpp python3-nbxmpp lmdb-utils procps"
 
 pkgs="$BUILD_PKGS"
 [ "${1:-}" = "--test" ] && pkgs="$pkgs $TEST_PKGS"

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Interop: python3-slixmpp (Debian) logs in to a spawned petreld and exchanges
 a message with a libstrophe client (strophe-echo). Prints "N passed, M failed"."""
-import asyncio, os, shutil, signal, socket, ssl, subprocess, sys, tempfile, time
+import asyncio, os, ssl, subprocess, sys
 
 try:
     import slixmpp
@@ -9,24 +9,11 @@ except ImportError:
     print("slixmpp is not installed (Debian: python3-slixmpp): skipped")
     sys.exit(77)
 
-top_build = os.environ.get("top_builddir", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
-petreld = os.path.join(top_build, "src", "petreld")
-petrelctl = os.path.join(top_build, "src", "petrelctl")
-echo = os.path.join(top_build, "tests", "interop", "strophe-echo")
-results = []
+from petrel_harness import TOP_BUILD, Results, Server, binaries_present
 
-
-def check(name, ok, why=""):
-    results.append(ok)
-    print(("ok" if ok else "not ok") + f" {len(results)} - {name}" + ("" if ok else f": {why}"))
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+echo = os.path.join(TOP_BUILD, "tests", "interop", "strophe-echo")
+R = Results()
+check = R.check
 
 
 class Client(slixmpp.ClientXMPP):
@@ -87,39 +74,18 @@ async def scenario(port):
 
 
 def main():
-    for prog in (petreld, petrelctl, echo):
-        if not os.access(prog, os.X_OK):
-            print(f"missing {prog}: build first")
-            print("0 passed, 1 failed")
-            return 1
-    tmp = tempfile.mkdtemp(prefix="petrel-interop-")
-    port = free_port()
-    conf = os.path.join(tmp, "petrel.conf")
-    with open(conf, "w") as f:
-        f.write(f'data_dir = "{tmp}/var"\nlog_level = "debug"\n'
-                f'listen "127.0.0.1:{port}" {{ type = "c2s" tls = "starttls" }}\n'
-                'host "localhost" { modules = { "disco", "ping", "version" } }\n')
-    log = open(os.path.join(tmp, "petreld.log"), "w")
-    server = subprocess.Popen([petreld, "-c", conf], stderr=log, stdout=log)
+    if not binaries_present(echo):
+        check("binaries built", False)
+        return R.summary()
+    srv = Server("alice@localhost alice-pw\nbob@localhost bob-pw\n")
+    check("petrelctl adduser --batch", srv.users_out.returncode == 0, srv.users_out.stderr)
     peer = None
-    rc = 1
     try:
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        users = "alice@localhost alice-pw\nbob@localhost bob-pw\n"
-        out = subprocess.run([petrelctl, "-c", conf, "adduser", "--batch"], input=users, text=True,
-                             capture_output=True, timeout=60)
-        check("petrelctl adduser --batch", out.returncode == 0, out.stderr)
-        peer = subprocess.Popen([echo, "bob@localhost/strophe", "bob-pw", "127.0.0.1", str(port), "40"],
+        peer = subprocess.Popen([echo, "bob@localhost/strophe", "bob-pw", "127.0.0.1", str(srv.port), "40"],
                                 stdout=subprocess.PIPE, text=True)
         line = peer.stdout.readline()
         check("libstrophe peer online", "online as bob@localhost/strophe" in line, line)
-        asyncio.run(scenario(port))
+        asyncio.run(scenario(srv.port))
         try:
             peer_rc = peer.wait(timeout=20)
         except subprocess.TimeoutExpired:
@@ -128,16 +94,9 @@ def main():
     finally:
         if peer and peer.poll() is None:
             peer.kill()
-        server.send_signal(signal.SIGTERM)
-        try:
-            src = server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            src = -9
-        check("petreld exits cleanly", src == 0, f"exit {src}")
-        log.close()
-        with open(os.path.join(tmp, "petreld.log")) as f:
-            text = f.read()
+        rc = srv.stop()
+        check("petreld exits cleanly", rc == 0, f"exit {rc}")
+        text = srv.log_text()
         # slixmpp tries SCRAM-*-PLUS with tls-unique, which TLS 1.3 does not define
         # (RFC 9266), then SCRAM with the "y" flag, which a server offering -PLUS must
         # refuse (RFC 5802), then PLAIN, offered only inside TLS. Those refusals are
@@ -147,16 +106,8 @@ def main():
               "authenticated as alice@localhost (SCRAM-" in text, "see petreld.log")
         check("mechanism negotiation is not counted as failed logins",
               "slowing it down" not in text and "throttled" not in text, "address was throttled")
-        failed = results.count(False)
-        if failed:
-            with open(os.path.join(tmp, "petreld.log")) as f:
-                print("--- petreld.log (tail)")
-                print("".join(f.readlines()[-40:]))
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-        print(f"{results.count(True)} passed, {failed} failed")
-        rc = 1 if failed else 0
-    return rc
+        srv.cleanup(keep=R.failed > 0)
+    return R.summary()
 
 
 if __name__ == "__main__":
