@@ -40,6 +40,20 @@ ping_get(struct pt_mod *m, struct pt_session *s, struct pt_stanza *iq)
     return PT_HANDLED;
 }
 
+/* A ping without 'to' (or to the account's own bare JID) is meant for the
+ * server acting for the account (RFC 6120 10.3.3): answered too. A ping to
+ * another account's bare JID is not ours to answer. */
+static enum pt_verdict
+ping_get_own(struct pt_mod *m, struct pt_session *s, struct pt_stanza *iq)
+{
+    (void)s;
+    const struct jid *from = pt_stanza_from(iq), *to = pt_stanza_to(iq);
+    if (from->bare == NULL || to->bare == NULL || strcmp(from->bare, to->bare) != 0)
+        return PT_PASS;
+    pt_reply_result(m, iq, NULL);
+    return PT_HANDLED;
+}
+
 /* The answer to our ping (a result, or an error such as service-unavailable:
  * the client is alive either way); receiving it already reset the silence. */
 static enum pt_verdict
@@ -100,6 +114,8 @@ ping_init(struct pt_mod *m)
         return PT_ENOMEM;
     st->last_tick_ms = pt_now_ms();
     int rc = pt_hook_iq(m, "get", NS_PING, "ping", ping_get, PT_PRIO_DEFAULT);
+    if (rc == 0)
+        rc = pt_hook(m, "iq-get/bare/" NS_PING ":ping", ping_get_own, PT_PRIO_DEFAULT);
     if (rc == 0)
         rc = pt_hook(m, "iq-result/host", ping_reply, PT_PRIO_DEFAULT);
     if (rc == 0)

@@ -766,6 +766,20 @@ t_svc_ping(void)
     st = iq_result(&a, "localhost", "p7", "<ping xmlns='urn:xmpp:ping'/>");
     CHECK(st, "-");
     CHECK(strcmp(attr(st, "from"), "localhost") == 0, "ping result not from localhost: %s", stanza_str(st));
+    xmpp_stanza_release(st);
+    /* without 'to': the server answers for the account (RFC 6120 10.3.3) */
+    sc_send_raw(&a, "<iq type='get' id='p7b'><ping xmlns='urn:xmpp:ping'/></iq>");
+    st = sc_wait_id(&a, "p7b", 5000);
+    CHECK(st, "no answer to a ping without 'to'");
+    CHECK(strcmp(attr(st, "type"), "result") == 0, "ping without 'to' not answered with a result: %s",
+          stanza_str(st));
+    xmpp_stanza_release(st);
+    /* to another account's bare JID: not the server's to answer for it */
+    sc_send_raw(&a, "<iq type='get' id='p7c' to='svc6@localhost'><ping xmlns='urn:xmpp:ping'/></iq>");
+    st = sc_wait_id(&a, "p7c", 5000);
+    CHECK(st, "no answer to a ping to another account");
+    CHECK(strcmp(attr(st, "type"), "error") == 0, "ping to another bare JID answered by the server: %s",
+          stanza_str(st));
     ok = 1;
 out:
     if (st)
