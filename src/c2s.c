@@ -59,7 +59,7 @@ struct c2s {
     unsigned sasl_tries;                /* wrong passwords on this stream */
     unsigned sasl_attempts;             /* other failed attempts */
     unsigned tls : 1, authed : 1, header_sent : 1, tls_bev : 1, starttls_pending : 1,
-             paused : 1, peer_closed : 1, throttle_served : 1;
+             paused : 1, peer_closed : 1, throttle_served : 1, counted : 1;
 };
 
 static const struct session_ops c2s_ops;
@@ -180,6 +180,8 @@ static void
 c2s_free(struct pt_session *s)
 {
     struct c2s *c = C(s);
+    if (c->counted)
+        server_conn_closed(s->srv, s->peer);
     for (unsigned i = 0; i < c->nqueued; i++)
         arena_free(&c->queued[i]->arena);
     free(c->queued);
@@ -1088,6 +1090,21 @@ c2s_accept(struct listener *l, evutil_socket_t fd, const struct sockaddr *addr, 
     else if (addr->sa_family == AF_INET6)
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)addr)->sin6_addr, ip, sizeof ip);
     snprintf(c->s.peer, sizeof c->s.peer, "%s", ip);
+    if (server_conn_open(srv, c->s.peer) < 0) {
+        /* one address must not take every socket the process may open; a
+         * flood of refusals logs at most one warning a second */
+        static uint64_t last_warned;
+        uint64_t now = pt_now_ms();
+        if (now - last_warned >= 1000) {
+            last_warned = now;
+            log_warnx("c2s %s: refused, %u connections from this address already", c->s.peer,
+                      srv->conf->conns_per_addr);
+        }
+        c->s.closing = 1;
+        session_reap(&c->s);
+        return;
+    }
+    c->counted = 1;
     c->xs = xml_stream_new(&stream_cb, c, &srv->limits, XML_NS_CLIENT);
     if (c->xs == NULL)
         goto fail;

@@ -49,6 +49,7 @@ static int v_timeout(cfg_t *c, cfg_opt_t *o) { return validate_range(c, o, 1, 36
 static int v_fail(cfg_t *c, cfg_opt_t *o) { return validate_range(c, o, 1, 1000); }
 static int v_iter(cfg_t *c, cfg_opt_t *o) { return validate_range(c, o, 4096, 1000000); }
 static int v_rate(cfg_t *c, cfg_opt_t *o) { return validate_range(c, o, 1024, 1L << 30); }
+static int v_peraddr(cfg_t *c, cfg_opt_t *o) { return validate_range(c, o, 1, 1000000); }
 static int v_mapsize(cfg_t *c, cfg_opt_t *o) { return validate_range(c, o, 16, 1L << 22); }
 
 static int
@@ -188,6 +189,7 @@ build_schema(cfg_opt_t **out)
         CFG_INT("handshake_timeout", 60, CFGF_NONE),
         CFG_INT("auth_failures", 5, CFGF_NONE),
         CFG_INT("c2s_rate", 262144, CFGF_NONE),
+        CFG_INT("connections_per_address", 1000, CFGF_NONE),
         CFG_END()
     };
     static cfg_opt_t host_base[] = {
@@ -307,6 +309,7 @@ conf_load(const char *path, char *err, size_t errlen)
     cfg_set_validate_func(cfg, "limits|handshake_timeout", v_timeout);
     cfg_set_validate_func(cfg, "limits|auth_failures", v_fail);
     cfg_set_validate_func(cfg, "limits|c2s_rate", v_rate);
+    cfg_set_validate_func(cfg, "limits|connections_per_address", v_peraddr);
     cfg_set_validate_func(cfg, "listen|type", v_listen_type);
     cfg_set_validate_func(cfg, "listen|tls", v_listen_tls);
     cfg_set_validate_func(cfg, "host|admins", v_admins);
@@ -345,6 +348,7 @@ conf_load(const char *path, char *err, size_t errlen)
     c->c2s_handshake_timeout = (unsigned)cfg_getint(lim, "handshake_timeout");
     c->auth_fail_limit = (unsigned)cfg_getint(lim, "auth_failures");
     c->c2s_rate = (unsigned)cfg_getint(lim, "c2s_rate");
+    c->conns_per_addr = (unsigned)cfg_getint(lim, "connections_per_address");
 
     c->nlisten = cfg_size(cfg, "listen");
     c->listen = calloc(c->nlisten ? c->nlisten : 1, sizeof *c->listen);

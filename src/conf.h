@@ -47,6 +47,7 @@ struct conf {
     unsigned c2s_handshake_timeout;  /* seconds from connect to a bound resource (and of silence before it) */
     unsigned auth_fail_limit;   /* failures from one address before it is slowed down */
     unsigned c2s_rate;          /* bytes per second a client may send, sustained (burst: 2 s worth) */
+    unsigned conns_per_addr;    /* open client connections from one IP address */
     unsigned scram_iterations;
     size_t   store_map_size;    /* bytes */
     int      require_encryption;

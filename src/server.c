@@ -12,6 +12,7 @@
 #include <openssl/crypto.h>
 
 #include <errno.h>
+#include <stdint.h>
 #include <malloc.h>
 #include <event2/event.h>
 #include <netdb.h>
@@ -48,6 +49,29 @@ server_end_turn(struct server *srv)
     if (store_pending(srv->store))
         store_commit(srv->store);
     session_reap_all(srv);
+}
+
+/* ---- connections per address ------------------------------------------------------ */
+
+int
+server_conn_open(struct server *srv, const char *addr)
+{
+    uintptr_t n = (uintptr_t)hash_get(srv->conns_by_addr, addr);
+    if (n >= srv->conf->conns_per_addr)
+        return -1;
+    if (hash_put(srv->conns_by_addr, addr, (void *)(n + 1)) < 0)
+        return -1;
+    return 0;
+}
+
+void
+server_conn_closed(struct server *srv, const char *addr)
+{
+    uintptr_t n = (uintptr_t)hash_get(srv->conns_by_addr, addr);
+    if (n <= 1)
+        hash_del(srv->conns_by_addr, addr);
+    else
+        hash_put(srv->conns_by_addr, addr, (void *)(n - 1));     /* replace: cannot fail */
 }
 
 /* ---- failed logins ---------------------------------------------------------------- */
@@ -299,7 +323,8 @@ server_init(struct server *srv, struct conf *conf)
 
     srv->users = hash_new(1024);
     srv->auth_fail = hash_new(64);
-    if (srv->users == NULL || srv->auth_fail == NULL)
+    srv->conns_by_addr = hash_new(1024);
+    if (srv->users == NULL || srv->auth_fail == NULL || srv->conns_by_addr == NULL)
         fatalx("out of memory");
     srv->auth_fail_gc = event_new(srv->base, -1, EV_PERSIST, auth_fail_gc, srv);
     struct timeval gc = { 10, 0 };
@@ -379,6 +404,7 @@ server_fini(struct server *srv)
         event_free(srv->auth_fail_gc);
     hash_free(&srv->users, NULL);
     hash_free(&srv->auth_fail, free);
+    hash_free(&srv->conns_by_addr, NULL);
     store_close(&srv->store);
     xml_parser_pool_drain();
     event_base_free(srv->base);

@@ -53,6 +53,7 @@ struct server {
     size_t nconns, nbound;
     struct pt_session *reap;              /* closed sessions waiting to be freed */
     struct hash *auth_fail;               /* peer address -> struct auth_fail */
+    struct hash *conns_by_addr;           /* peer address -> open connections (uintptr_t) */
     struct event *auth_fail_gc;
     struct event *sigs[3];
     struct control *control;
@@ -70,6 +71,10 @@ struct host *server_host(struct server *srv, const char *domain);
  * server_wake() is kept for callers outside a turn (it is a no-op inside one). */
 void server_wake(struct server *srv);
 void server_end_turn(struct server *srv);
+
+/* open connections per peer address: 0, or -1 when addr is at its limit */
+int  server_conn_open(struct server *srv, const char *addr);
+void server_conn_closed(struct server *srv, const char *addr);
 
 /* failed logins, per peer address */
 void     server_auth_failed(struct server *srv, const char *addr);

@@ -417,6 +417,8 @@ log_level = "warning"
 scram_iterations = $ITERATIONS
 listen "$HOST:$p_starttls" { type = "c2s" tls = "starttls" }
 listen "$HOST:$p_direct" { type = "c2s" tls = "direct" }
+# every generator session comes from one address
+limits { connections_per_address = 1000000 }
 host "$DOMAIN" {
 $certlines
     modules = { $PETREL_MODULES }

@@ -1735,6 +1735,56 @@ out:
     return ok;
 }
 
+/* limits { connections_per_address }: past it, a new connection from the same
+ * address is closed at once; other addresses, and the ones already open, are
+ * not touched; closing one makes room again. Its own server, limit 3. */
+static int
+t_conf_conns_per_address(void)
+{
+    struct srv s;
+    struct raw r[4], other, late;
+    int ok = 0, started = 0;
+    memset(r, 0, sizeof r);
+    memset(&other, 0, sizeof other);
+    memset(&late, 0, sizeof late);
+    for (int i = 0; i < 4; i++)
+        r[i].fd = -1;
+    other.fd = late.fd = -1;
+    static const struct srv_opts opts = { "connections_per_address = 3", 60, 60 };
+    CHECK(srv_start_opts(&s, "many@localhost pw-many\n", &opts) == 0, "server: -");
+    started = 1;
+    for (int i = 0; i < 3; i++) {
+        CHECK(raw_connect(&r[i], s.port_starttls, "127.0.7.1", 0, NULL) == 0, "connect %d", i);
+        CHECK(raw_open_stream(&r[i], "localhost"), "connection %d refused below the limit", i);
+    }
+    CHECK(raw_connect(&r[3], s.port_starttls, "127.0.7.1", 0, NULL) == 0, "connect 4");
+    raw_sendf(&r[3], "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+                     "xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>");
+    CHECK(raw_wait_closed(&r[3], 5000), "the 4th connection from one address was not closed");
+    CHECK(!raw_seen(&r[3], "<stream:features"), "the 4th connection got a stream");
+    /* another address is not affected, nor are the open ones */
+    CHECK(raw_login(&other, s.port_starttls, "127.0.7.2", "many", "localhost", "pw-many", "o"),
+          "another address cannot log in");
+    raw_sendf(&r[0], " ");
+    CHECK(!raw_wait_closed(&r[0], 300), "an open connection was closed");
+    /* closing one makes room */
+    raw_close(&r[1]);
+    usleep(300 * 1000);
+    CHECK(raw_login(&late, s.port_starttls, "127.0.7.1", "many", "localhost", "pw-many", "l"),
+          "no room again after one of the address's connections closed");
+    ok = 1;
+out:
+    for (int i = 0; i < 4; i++)
+        raw_close(&r[i]);
+    raw_close(&other);
+    raw_close(&late);
+    if (started && srv_stop(&s) < 0) {
+        fail_reason("server: bad exit");
+        ok = 0;
+    }
+    return ok;
+}
+
 /* ---- registry ------------------------------------------------------------------------------------ */
 
 struct test {
@@ -1818,6 +1868,7 @@ static const struct test tests[] = {
     { "bad/slow-reader-dropped", t_bad_slow_reader, 1 },
     { "config/c2s-rate-at-maximum", t_conf_rate_max, 1 },
     { "config/handshake-deadline", t_conf_handshake_deadline, 1 },
+    { "config/connections-per-address", t_conf_conns_per_address, 1 },
     { "throttle/failed-logins", t_throttle, 1 },
 };
 #define NTESTS (sizeof tests / sizeof tests[0])
