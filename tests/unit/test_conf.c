@@ -14,6 +14,8 @@
 
 #include <cmocka.h>
 
+#include "testutil.h"
+
 #include <ftw.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -30,21 +32,11 @@ struct fx {
 };
 
 static int
-rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static int
 setup(void **state)
 {
     struct fx *f = calloc(1, sizeof *f);
     assert_non_null(f);
-    strcpy(f->tmp, "/tmp/petrel-test-conf-XXXXXX");
-    assert_non_null(mkdtemp(f->tmp));
+    tu_mkdtemp(f->tmp, sizeof f->tmp, "conf");
     *state = f;
     return 0;
 }
@@ -54,7 +46,7 @@ teardown(void **state)
 {
     struct fx *f = *state;
     conf_free(&f->c);
-    nftw(f->tmp, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    tu_rmtree(f->tmp);
     free(f);
     return 0;
 }

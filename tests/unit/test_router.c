@@ -19,6 +19,8 @@
 
 #include <cmocka.h>
 
+#include "testutil.h"
+
 #include <event2/event.h>
 #include <ftw.h>
 #include <sys/stat.h>
@@ -39,50 +41,9 @@
 #define NS_STANZAS "urn:ietf:params:xml:ns:xmpp-stanzas"
 #define MAX_GOT 32
 
-/* ---- parsing XML text ------------------------------------------------------------ */
+/* ---- parsing XML text: tu_parse_xml (testutil.h) ---------------------------------- */
 
-struct parsed {
-    struct xml_node *el;
-    int extra, err;
-};
-
-static void
-p_stanza(void *ud, struct xml_node *el)
-{
-    struct parsed *p = ud;
-    if (p->el == NULL) {
-        p->el = el;
-    } else {
-        p->extra++;
-        arena_free(&el->arena);
-    }
-}
-
-static void
-p_error(void *ud, enum xml_error e, const char *detail)
-{
-    (void)detail;
-    ((struct parsed *)ud)->err = (int)e + 1;
-}
-
-/* One element from XML text (jabber:client content); the caller frees its arena. */
-static struct xml_node *
-parse_xml(const char *xml, size_t len)
-{
-    static const struct xml_stream_cb cb = { NULL, p_stanza, NULL, p_error };
-    static const char hdr[] = "<stream:stream xmlns='jabber:client' "
-                              "xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>";
-    struct xml_limits lim = { 1 << 20, 64, 64 };
-    struct parsed p = { NULL, 0, 0 };
-    struct xml_stream *s = xml_stream_new(&cb, &p, &lim, XML_NS_CLIENT);
-    assert_non_null(s);
-    xml_stream_feed(s, hdr, sizeof hdr - 1);
-    xml_stream_feed(s, xml, len);
-    xml_stream_free(&s);
-    if (p.err || p.el == NULL || p.extra)
-        fail_msg("cannot parse one element from: %.*s", (int)len, xml);
-    return p.el;
-}
+#define parse_xml tu_parse_xml
 
 static struct pt_stanza *
 stz(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -252,23 +213,13 @@ struct fx {
 static struct fx *F;    /* the current fixture, for the helpers */
 
 static int
-rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static int
 setup(void **state)
 {
     memset(hk, 0, sizeof hk);
     norder = 0;
     struct fx *fx = calloc(1, sizeof *fx);
     assert_non_null(fx);
-    strcpy(fx->tmp, "/tmp/petrel-test-router-XXXXXX");
-    assert_non_null(mkdtemp(fx->tmp));
+    tu_mkdtemp(fx->tmp, sizeof fx->tmp, "router");
 
     char path[128], err[512];
     snprintf(path, sizeof path, "%s/petrel.conf", fx->tmp);
@@ -355,7 +306,7 @@ teardown(void **state)
     store_close(&srv->store);
     event_base_free(srv->base);
     conf_free(&fx->conf);
-    nftw(fx->tmp, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    tu_rmtree(fx->tmp);
     free(fx);
     F = NULL;
     return 0;

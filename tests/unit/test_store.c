@@ -14,6 +14,8 @@
 
 #include <cmocka.h>
 
+#include "testutil.h"
+
 #include <errno.h>
 #include <ftw.h>
 #include <lmdb.h>
@@ -39,21 +41,11 @@ struct fx {
 };
 
 static int
-rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static int
 setup(void **state)
 {
     struct fx *f = calloc(1, sizeof *f);
     assert_non_null(f);
-    strcpy(f->tmp, "/tmp/petrel-test-store-XXXXXX");
-    assert_non_null(mkdtemp(f->tmp));
+    tu_mkdtemp(f->tmp, sizeof f->tmp, "store");
     snprintf(f->dir, sizeof f->dir, "%s/store", f->tmp);
     *state = f;
     return 0;
@@ -64,7 +56,7 @@ teardown(void **state)
 {
     struct fx *f = *state;
     store_close(&f->s);
-    nftw(f->tmp, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    tu_rmtree(f->tmp);
     free(f);
     return 0;
 }
