@@ -48,12 +48,7 @@
 
 #define parse_xml tu_parse_xml
 
-static void
-free_el(struct xml_node *el)
-{
-    struct arena *a = el->arena;
-    arena_free(&a);
-}
+#define free_el tu_free_el
 
 static struct pt_stanza *
 stz(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -295,19 +290,7 @@ got(struct fake *f, size_t i)
     return parse_xml(f->got[i], strlen(f->got[i]));
 }
 
-static void
-assert_attr(const struct xml_node *el, const char *name, const char *want)
-{
-    const char *v = xml_attr(el, name);
-    if (want == NULL) {
-        if (v != NULL)
-            fail_msg("attribute %s: expected none, got \"%s\"", name, v);
-        return;
-    }
-    if (v == NULL || strcmp(v, want) != 0)
-        fail_msg("attribute %s: expected \"%s\", got %s%s%s", name, want, v ? "\"" : "", v ? v : "none",
-                 v ? "\"" : "");
-}
+#define assert_attr tu_assert_attr
 
 /* f's i-th stanza is a <kind type='error'> with that id, from, to, error type and condition. */
 static void
@@ -315,17 +298,7 @@ assert_error(struct fake *f, size_t i, const char *kind, const char *id, const c
              const char *etype, const char *cond)
 {
     struct xml_node *el = got(f, i);
-    assert_string_equal(el->name, kind);
-    assert_attr(el, "type", "error");
-    assert_attr(el, "id", id);
-    assert_attr(el, "from", from);
-    assert_attr(el, "to", to);
-    struct xml_node *e = xml_child(el, NULL, "error");
-    if (e == NULL)
-        fail_msg("no <error/> in %s", f->got[i]);
-    assert_attr(e, "type", etype);
-    if (xml_child(e, NS_STANZAS, cond) == NULL)
-        fail_msg("no <%s xmlns='%s'/> in %s", cond, NS_STANZAS, f->got[i]);
+    tu_assert_error(el, f->got[i], kind, id, from, to, etype, cond);
     free_el(el);
 }
 

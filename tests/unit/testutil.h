@@ -78,4 +78,46 @@ tu_parse_xml(const char *xml, size_t len)
     return p.el;
 }
 
+/* Free an element and everything in its arena. */
+static inline void
+tu_free_el(struct xml_node *el)
+{
+    struct arena *a = el->arena;
+    arena_free(&a);
+}
+
+/* el has attribute name with value want (want NULL: no such attribute). */
+static inline void
+tu_assert_attr(const struct xml_node *el, const char *name, const char *want)
+{
+    const char *v = xml_attr(el, name);
+    if (want == NULL) {
+        if (v != NULL)
+            fail_msg("attribute %s: expected none, got \"%s\"", name, v);
+        return;
+    }
+    if (v == NULL || strcmp(v, want) != 0)
+        fail_msg("attribute %s: expected \"%s\", got %s%s%s", name, want, v ? "\"" : "", v ? v : "none",
+                 v ? "\"" : "");
+}
+
+/* el is a <kind type='error'> with that id, from, to, error type and condition;
+ * text is el as received, for the messages. */
+static inline void
+tu_assert_error(const struct xml_node *el, const char *text, const char *kind, const char *id,
+                const char *from, const char *to, const char *etype, const char *cond)
+{
+    assert_string_equal(el->name, kind);
+    tu_assert_attr(el, "type", "error");
+    tu_assert_attr(el, "id", id);
+    tu_assert_attr(el, "from", from);
+    tu_assert_attr(el, "to", to);
+    struct xml_node *e = xml_child(el, NULL, "error");
+    if (e == NULL)
+        fail_msg("no <error/> in %s", text);
+    tu_assert_attr(e, "type", etype);
+    if (xml_child(e, "urn:ietf:params:xml:ns:xmpp-stanzas", cond) == NULL)
+        fail_msg("no <%s xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/> in %s", cond, text);
+}
+
 #endif
