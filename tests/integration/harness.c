@@ -1675,3 +1675,83 @@ stanza_error_cond(xmpp_stanza_t *st, const char **type)
     }
     return NULL;
 }
+
+/* ---- witnesses ---------------------------------------------------------------------------
+ * Two sessions connected before the bad input (shared by the bad-input tests,
+ * made on first use and again if a test broke them), and a stored user: after
+ * each bad input the two still exchange a message and the user still logs in. */
+struct witness {
+    struct sc a, b;
+    int up;
+    int port;                   /* of the server they are logged in to */
+};
+static struct witness W;
+
+int
+witness_up(const struct srv *s)
+{
+    if (W.up && W.port == s->port_starttls && W.a.state == 1 && W.b.state == 1)
+        return 1;
+    if (W.up) {
+        sc_close(&W.a);
+        sc_close(&W.b);
+    }
+    W.up = 1;
+    W.port = s->port_starttls;
+    if (!sc_login(&W.a, "w1@localhost/witness", "pw-w1", s->port_starttls) ||
+        !sc_login(&W.b, "w2@localhost/witness", "pw-w2", s->port_starttls)) {
+        fail_reason("witness login failed");
+        return 0;
+    }
+    return 1;
+}
+
+int
+witness_check(const struct srv *s, const char *tag)
+{
+    static unsigned n;
+    char xml[400], id[64];
+    snprintf(id, sizeof id, "wit%u", ++n);
+    if (!W.up || W.port != s->port_starttls) {
+        fail_reason("witness_check() without witness_up() on this server");
+        return 0;
+    }
+    if (W.a.state != 1 || W.b.state != 1) {
+        fail_reason("a session connected before the bad input was closed (%d/%d)", W.a.state, W.b.state);
+        return 0;
+    }
+    snprintf(xml, sizeof xml, "<message to='w2@localhost/witness' type='chat' id='%s'><body>still there?</body></message>",
+             id);
+    sc_send_raw(&W.a, xml);
+    xmpp_stanza_t *m = sc_wait_id(&W.b, id, 5000);
+    if (m == NULL) {
+        fail_reason("after the bad input, two connected sessions no longer exchange messages");
+        return 0;
+    }
+    xmpp_stanza_release(m);
+    if (sc_peek(&W.b, pred_id, "bad11")) {
+        fail_reason("the bad stanza was delivered");
+        return 0;
+    }
+    struct raw r;
+    char res[64];
+    snprintf(res, sizeof res, "after-%s", tag);
+    int ok = raw_login(&r, s->port_starttls, NULL, "w3", "localhost", "pw-w3", res);
+    raw_close(&r);
+    if (!ok) {
+        fail_reason("after the bad input, a stored user can no longer log in");
+        return 0;
+    }
+    return 1;
+}
+
+void
+witness_down(void)
+{
+    if (W.up) {
+        sc_close(&W.a);
+        sc_close(&W.b);
+    }
+    W.up = 0;
+}
+

@@ -225,4 +225,29 @@ const char *stanza_str(xmpp_stanza_t *st);
  * type attribute ("cancel"); NULL if none or not in the stanzas namespace. */
 const char *stanza_error_cond(xmpp_stanza_t *st, const char **type);
 
+/* ---- witnesses ------------------------------------------------------------------------------
+ * Proof that bad input harmed nobody else: two sessions logged in before it
+ * (w1 and w2) still exchange a message after it, and a stored user (w3)
+ * still logs in. A server used with them needs WITNESS_USERS among its users. */
+#define WITNESS_USERS "w1@localhost pw-w1\nw2@localhost pw-w2\nw3@localhost pw-w3\n"
+/* Log w1 and w2 in on s (again, if they were on another server or got closed). 1 or 0. */
+int witness_up(const struct srv *s);
+/* After the bad input: 1, or 0 with fail_reason. tag names the w3 resource. */
+int witness_check(const struct srv *s, const char *tag);
+void witness_down(void);
+
+/* ---- the test registry ------------------------------------------------------------------------
+ * itest.c runs every table: tests on the shared server S first (accounts in
+ * itest.c's USERS), then those that start their own server (own_server = 1). */
+struct test {
+    const char *name;
+    int (*fn)(void);
+    int own_server;             /* starts its own server: run after the shared one stopped */
+};
+#define ITEST_END { NULL, NULL, 0 }
+extern struct srv S;            /* the shared server (itest.c) */
+extern const struct test t_hardening_tests[];   /* t_hardening.c: connections, caps, TLS close */
+extern const struct test t_store_tests[];       /* t_store.c: damaged store, data folder, paths */
+extern const struct test t_xml_tests[];         /* t_xml.c: stream header and namespace limits */
+
 #endif

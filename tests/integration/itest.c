@@ -18,7 +18,7 @@
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 
-static struct srv S;            /* the shared server */
+struct srv S;                   /* the shared server (harness.h) */
 #define PING_INTERVAL 2         /* as in the harness's config (host localhost) */
 #define PING_TIMEOUT 2
 #define PORT (S.port_starttls)
@@ -1017,78 +1017,6 @@ out:
 
 /* ---- 11. bad input ------------------------------------------------------------------------------ */
 
-/* Two sessions connected before the bad input (shared by the bad-input tests,
- * made on first use and again if a test broke them), and a stored user: after
- * each bad input the two still exchange a message and the user still logs in. */
-struct witness {
-    struct sc a, b;
-    int up;
-};
-static struct witness W;
-
-static int
-witness_up(void)
-{
-    if (W.up && W.a.state == 1 && W.b.state == 1)
-        return 1;
-    if (W.up) {
-        sc_close(&W.a);
-        sc_close(&W.b);
-    }
-    W.up = 1;
-    if (!sc_login(&W.a, "w1@localhost/witness", "pw-w1", PORT) ||
-        !sc_login(&W.b, "w2@localhost/witness", "pw-w2", PORT)) {
-        fail_reason("witness login failed");
-        return 0;
-    }
-    return 1;
-}
-
-static int
-witness_check(const char *tag)
-{
-    static unsigned n;
-    char xml[400], id[64];
-    snprintf(id, sizeof id, "wit%u", ++n);
-    if (W.a.state != 1 || W.b.state != 1) {
-        fail_reason("a session connected before the bad input was closed (%d/%d)", W.a.state, W.b.state);
-        return 0;
-    }
-    snprintf(xml, sizeof xml, "<message to='w2@localhost/witness' type='chat' id='%s'><body>still there?</body></message>",
-             id);
-    sc_send_raw(&W.a, xml);
-    xmpp_stanza_t *m = sc_wait_id(&W.b, id, 5000);
-    if (m == NULL) {
-        fail_reason("after the bad input, two connected sessions no longer exchange messages");
-        return 0;
-    }
-    xmpp_stanza_release(m);
-    if (sc_peek(&W.b, pred_id, "bad11")) {
-        fail_reason("the bad stanza was delivered");
-        return 0;
-    }
-    struct raw r;
-    char res[64];
-    snprintf(res, sizeof res, "after-%s", tag);
-    int ok = raw_login(&r, PORT, NULL, "w3", "localhost", "pw-w3", res);
-    raw_close(&r);
-    if (!ok) {
-        fail_reason("after the bad input, a stored user can no longer log in");
-        return 0;
-    }
-    return 1;
-}
-
-static void
-witness_down(void)
-{
-    if (W.up) {
-        sc_close(&W.a);
-        sc_close(&W.b);
-    }
-    W.up = 0;
-}
-
 enum bad_stage { PLAIN_TCP, AFTER_TLS, BOUND };
 
 /* Send payload at the given stage; expect one of conds (stream errors, NULL-ended),
@@ -1100,7 +1028,7 @@ bad_input(const char *tag, enum bad_stage stage, const char *payload, const char
     int ok = 0;
     memset(&r, 0, sizeof r);
     r.fd = -1;
-    if (!witness_up())
+    if (!witness_up(&S))
         goto out;
     if (stage == PLAIN_TCP)
         CHECK(raw_connect(&r, PORT, NULL, 0, NULL) == 0, "connect");
@@ -1127,7 +1055,7 @@ bad_input(const char *tag, enum bad_stage stage, const char *payload, const char
     CHECK(raw_wait_closed(&r, 5000), "the connection stays open after <%s/>", hit);
     CHECK(raw_seen(&r, "</stream:stream>"), "the stream was not closed with </stream:stream>");
     vlog("got <%s/>", hit);
-    CHECK(witness_check(tag), "-");
+    CHECK(witness_check(&S, tag), "-");
     ok = 1;
 out:
     raw_close(&r);
@@ -1354,7 +1282,7 @@ t_bad_unknown_mechanism(void)
     int ok = 0;
     memset(&r, 0, sizeof r);
     r.fd = -1;
-    if (!witness_up())
+    if (!witness_up(&S))
         goto out;
     CHECK(raw_connect_tls(&r, PORT, 0, fresh_src_ip(), "localhost"), "STARTTLS");
     raw_sendf(&r, "<auth xmlns='" NS_SASL "' mechanism='X-UNKNOWN-MECH'>AAAA</auth>");
@@ -1363,7 +1291,7 @@ t_bad_unknown_mechanism(void)
     /* the stream stays usable: a correct login follows */
     CHECK(raw_auth(&r, "SCRAM-SHA-256", NULL, "bad11", "pw-bad11", NULL, 0) == 1,
           "no login possible after <invalid-mechanism/>");
-    CHECK(witness_check("mech"), "-");
+    CHECK(witness_check(&S, "mech"), "-");
     ok = 1;
 out:
     raw_close(&r);
@@ -1378,7 +1306,7 @@ t_bad_broken_scram(void)
     char ans[1024];
     memset(&r, 0, sizeof r);
     r.fd = -1;
-    if (!witness_up())
+    if (!witness_up(&S))
         goto out;
     CHECK(raw_connect_tls(&r, PORT, 0, fresh_src_ip(), "localhost"), "STARTTLS");
     /* not base64 */
@@ -1402,7 +1330,7 @@ t_bad_broken_scram(void)
     raw_sendf(&r, "<response xmlns='" NS_SASL "'>AAAA</response>");
     CHECK(raw_wait(&r, "<failure xmlns='" NS_SASL "'>", 5000), "stray <response/>: no <failure/>: %s",
           raw_tail(&r, 200));
-    CHECK(witness_check("scram"), "-");
+    CHECK(witness_check(&S, "scram"), "-");
     ok = 1;
 out:
     raw_close(&r);
@@ -1787,12 +1715,6 @@ out:
 
 /* ---- registry ------------------------------------------------------------------------------------ */
 
-struct test {
-    const char *name;
-    int (*fn)(void);
-    int own_server;             /* starts its own server: run after the shared one stopped */
-};
-
 static const struct test tests[] = {
     { "login/starttls", t_login_starttls, 0 },
     { "login/direct-tls", t_login_direct_tls, 0 },
@@ -1870,8 +1792,11 @@ static const struct test tests[] = {
     { "config/handshake-deadline", t_conf_handshake_deadline, 1 },
     { "config/connections-per-address", t_conf_conns_per_address, 1 },
     { "throttle/failed-logins", t_throttle, 1 },
+    ITEST_END
 };
-#define NTESTS (sizeof tests / sizeof tests[0])
+
+/* the test tables: this file's, then one per area (t_*.c) */
+static const struct test *const tables[] = { tests, t_hardening_tests, t_store_tests, t_xml_tests, NULL };
 
 static int
 selected(const char *name, int argc, char **argv)
@@ -1910,9 +1835,14 @@ main(int argc, char **argv)
     const char *v = getenv("ITEST_VERBOSE");
     itest_verbose = v && *v && strcmp(v, "0") != 0;
     print_times = getenv("ITEST_TIMES") != NULL;
+    static const struct test *all[1024];
+    size_t nall = 0;
+    for (size_t t = 0; tables[t]; t++)
+        for (const struct test *x = tables[t]; x->name && nall < 1024; x++)
+            all[nall++] = x;
     if (argc > 1 && strcmp(argv[1], "-l") == 0) {
-        for (size_t i = 0; i < NTESTS; i++)
-            printf("%s\n", tests[i].name);
+        for (size_t i = 0; i < nall; i++)
+            printf("%s\n", all[i]->name);
         return 0;
     }
     sc_global_init();
@@ -1920,8 +1850,8 @@ main(int argc, char **argv)
 
     int shared = 0, ntrouble = 0;
     char first_trouble[400] = "";
-    for (size_t i = 0; i < NTESTS; i++)
-        if (!tests[i].own_server && selected(tests[i].name, argc, argv))
+    for (size_t i = 0; i < nall; i++)
+        if (!all[i]->own_server && selected(all[i]->name, argc, argv))
             shared = 1;
     if (shared) {
         fail_reason_clear();
@@ -1931,20 +1861,20 @@ main(int argc, char **argv)
             sc_global_fini();
             return 1;
         }
-        for (size_t i = 0; i < NTESTS; i++) {
-            if (tests[i].own_server || !selected(tests[i].name, argc, argv))
+        for (size_t i = 0; i < nall; i++) {
+            if (all[i]->own_server || !selected(all[i]->name, argc, argv))
                 continue;
             fail_reason_clear();
             uint64_t t0 = now_ms();
-            int ok = tests[i].fn();
-            report(tests[i].name, ok, now_ms() - t0);
+            int ok = all[i]->fn();
+            report(all[i]->name, ok, now_ms() - t0);
             const char *trouble = srv_trouble(&S);
             if (trouble) {
                 /* count it against the final shutdown check, show it, and go on
                  * with a new server so that the other tests still tell something */
                 if (ntrouble++ == 0)
-                    snprintf(first_trouble, sizeof first_trouble, "during %s: %s", tests[i].name, trouble);
-                printf("# SERVER TROUBLE during %s: %s\n", tests[i].name, trouble);
+                    snprintf(first_trouble, sizeof first_trouble, "during %s: %s", all[i]->name, trouble);
+                printf("# SERVER TROUBLE during %s: %s\n", all[i]->name, trouble);
                 if (ntrouble <= 2)
                     srv_log_tail(&S, 40);
                 if (srv_settle(&S, 5000)) {
@@ -1968,13 +1898,13 @@ main(int argc, char **argv)
         }
         report("server/no-crash-and-clean-shutdown-exit-0", stopped && ntrouble == 0, now_ms() - t0);
     }
-    for (size_t i = 0; i < NTESTS; i++) {
-        if (!tests[i].own_server || !selected(tests[i].name, argc, argv))
+    for (size_t i = 0; i < nall; i++) {
+        if (!all[i]->own_server || !selected(all[i]->name, argc, argv))
             continue;
         fail_reason_clear();
         uint64_t t0 = now_ms();
-        int ok = tests[i].fn();
-        report(tests[i].name, ok, now_ms() - t0);
+        int ok = all[i]->fn();
+        report(all[i]->name, ok, now_ms() - t0);
     }
     sc_global_fini();
     printf("# total %.1f s\n", (double)(now_ms() - t_start) / 1000.0);
