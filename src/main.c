@@ -2,6 +2,7 @@
  * here), then run the loop. */
 #include "config.h"
 #include "conf.h"
+#include "datadir.h"
 #include "log.h"
 #include "server.h"
 
@@ -80,16 +81,25 @@ main(int argc, char **argv)
         conf_free(&conf);
         return 0;
     }
+    if (daemonize && conf->pid_file == NULL) {
+        fprintf(stderr, "petreld: -d needs pid_file in %s\n", config);
+        conf_free(&conf);
+        return 1;
+    }
+    /* one petreld per data folder; before daemon() so that a refusal is seen,
+     * and before the pid file, which a second petreld must not overwrite */
+    if (datadir_lock(conf->data_dir, err, sizeof err) < 0) {
+        fprintf(stderr, "petreld: %s\n", err);
+        conf_free(&conf);
+        return 1;
+    }
     if (daemonize) {
-        if (conf->pid_file == NULL) {
-            fprintf(stderr, "petreld: -d needs pid_file in %s\n", config);
-            return 1;
-        }
         if (daemon(1, 0) < 0) {
             perror("petreld: daemon");
             return 1;
         }
         log_init(conf->log_level, 1, "petreld");
+        (void)datadir_lock_setpid();     /* a failure is logged; the lock holds anyway */
         write_pid_file(conf->pid_file);
     } else {
         log_init(conf->log_level, 0, "petreld");
@@ -102,6 +112,7 @@ main(int argc, char **argv)
     server_fini(&srv);
     if (conf->pid_file)
         unlink(conf->pid_file);
+    datadir_unlock();
     conf_free(&conf);
     return 0;
 }

@@ -1,6 +1,7 @@
 /* petrelctl — host-side administration. Works whether or not petreld runs:
  * accounts are written to the store directly (LMDB allows several processes),
- * live sessions are asked for over the control socket. */
+ * live sessions are asked for over the control socket. It never makes a store
+ * unless asked (--create-store), and never takes petreld's data-folder lock. */
 #include "config.h"
 #include "conf.h"
 #include "control.h"
@@ -27,29 +28,48 @@
 
 static struct conf *conf;
 static struct store *store;
+static int create_store;                /* --create-store */
 
 static void
 usage(FILE *f)
 {
-    fprintf(f, "usage: petrelctl [-c FILE] COMMAND [ARGS]\n"
+    fprintf(f, "usage: petrelctl [-c FILE] [--create-store] COMMAND [ARGS]\n"
+               "  -c, --config FILE    configuration file (default %s)\n"
+               "      --create-store   make the store if it does not exist yet (before petreld's first start)\n"
                "  adduser JID          create an account; the password is read from stdin\n"
                "  adduser --batch      create accounts from lines \"JID PASSWORD\" on stdin\n"
                "  deluser JID          delete an account and end its sessions\n"
                "  passwd JID           set a new password (read from stdin)\n"
                "  users DOMAIN         list the accounts of a virtual host\n"
-               "  sessions             list the sessions of the running server\n");
+               "  sessions             list the sessions of the running server\n",
+            PT_DEFAULT_CONFIG);
 }
 
+/* The store petreld uses. It is never made here unless asked (--create-store):
+ * a store that is not there means a wrong data_dir or a server never started,
+ * and accounts written into a new store elsewhere would be lost to it. */
 static int
 open_store(void)
 {
-    char path[4096], err[512];
-    if (mkdir(conf->data_dir, 0700) < 0 && errno != EEXIST) {
-        fprintf(stderr, "petrelctl: cannot create %s: %s\n", conf->data_dir, strerror(errno));
+    char path[4200], err[1024];
+    snprintf(path, sizeof path, "%s/store", conf->data_dir);
+    int rc;
+    if (create_store) {
+        if (mkdir(conf->data_dir, 0700) < 0 && errno != EEXIST) {
+            fprintf(stderr, "petrelctl: cannot create %s: %s\n", conf->data_dir, strerror(errno));
+            return -1;
+        }
+        rc = store_open(&store, path, conf->store_map_size, err, sizeof err);
+    } else {
+        rc = store_open_existing(&store, path, conf->store_map_size, err, sizeof err);
+    }
+    if (rc == PT_ENOTFOUND) {
+        fprintf(stderr, "petrelctl: there is no store in %s (data_dir of %s): petreld has not been started "
+                "with this configuration yet; nothing was changed (--create-store makes a new, empty store)\n",
+                path, conf->path);
         return -1;
     }
-    snprintf(path, sizeof path, "%s/store", conf->data_dir);
-    if (store_open(&store, path, conf->store_map_size, err, sizeof err) < 0) {
+    if (rc < 0) {
         fprintf(stderr, "petrelctl: %s\n", err);
         return -1;
     }
@@ -320,12 +340,14 @@ main(int argc, char **argv)
     int ch;
     static const struct option opts[] = {
         { "config", required_argument, NULL, 'c' },
+        { "create-store", no_argument, NULL, 'S' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
     while ((ch = getopt_long(argc, argv, "+c:h", opts, NULL)) != -1) {
         switch (ch) {
         case 'c': config = optarg; break;
+        case 'S': create_store = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }

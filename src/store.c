@@ -5,11 +5,16 @@
 #include "petrel.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -22,6 +27,7 @@ struct commit_cb {
 };
 
 struct store {
+    char *dir;                  /* the folder, for messages */
     MDB_env *env;
     MDB_txn *wtxn;
     struct commit_cb *cbs;
@@ -114,20 +120,319 @@ migrate_0_to_1(MDB_txn *txn)
 }
 static const migrate_fn migrations[STORE_SCHEMA_VERSION] = { migrate_0_to_1 };
 
-int
-store_open(struct store **out, const char *dir, size_t map_size, char *err, size_t errlen)
+/* ---- is the file whole? --------------------------------------------------------
+ * LMDB maps data.mdb and reads pages straight from the map: a page past the end
+ * of the file raises SIGBUS in whichever process touches it first, and a file
+ * of 0 bytes is taken for a new store and overwritten. So before LMDB uses the
+ * file: its two meta pages must be LMDB's, and every page the newest meta page
+ * counts (mdb_env_info: me_last_pgno) must be in the file. */
+
+#define DATA_FILE "data.mdb"
+
+/* LMDB 0.9's meta pages (mdb.c, data format version 1): pages 0 and 1, each a
+ * page header (page number: sizeof(size_t); pad, flags, lower, upper: 2 bytes
+ * each), then MDB_meta: magic, version, address, map size, then the free
+ * database's record, whose first field holds the page size. Only read for an
+ * LMDB 0.9 library; LMDB's own check at mdb_env_open() stays the authority. */
+#define LMDB_MAGIC        0xBEEFC0DEu
+#define LMDB_DATA_VERSION 1u
+#define LMDB_P_META       0x08u
+#define LMDB_OFF_FLAGS    (sizeof(size_t) + 2)
+#define LMDB_OFF_MAGIC    (sizeof(size_t) + 8)
+#define LMDB_OFF_PSIZE    (LMDB_OFF_MAGIC + 8 + sizeof(void *) + sizeof(size_t))
+#define LMDB_META_READ    (LMDB_OFF_PSIZE + 4)
+
+static int
+store_damaged(char *err, size_t errlen, const char *file, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int
+store_damaged(char *err, size_t errlen, const char *file, const char *fmt, ...)
+{
+    char why[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    snprintf(err, errlen, "the store file %s is damaged: %s; petrel does not open it and leaves it as it is: "
+             "restore it from a backup", file, why);
+    return PT_ESTORE;
+}
+
+static int
+valid_psize(uint32_t p)
+{
+    return p >= 512 && p <= 65536 && (p & (p - 1)) == 0;
+}
+
+/* Meta page n (0 or 1) of the file, read with pread (a short file is no SIGBUS
+ * here). 0, or PT_ESTORE with err. *psize gets the page size it records. */
+static int
+check_meta(int fd, const char *file, off_t off, int n, uint32_t *psize, char *err, size_t errlen)
+{
+    unsigned char b[LMDB_META_READ];
+    ssize_t got = pread(fd, b, sizeof b, off);
+    if (got < 0) {
+        snprintf(err, errlen, "cannot read %s: %s", file, strerror(errno));
+        return PT_ESTORE;
+    }
+    if ((size_t)got < sizeof b)
+        return store_damaged(err, errlen, file, "it ends inside meta page %d", n);
+    uint16_t flags;
+    uint32_t magic, version;
+    memcpy(&flags, b + LMDB_OFF_FLAGS, sizeof flags);
+    memcpy(&magic, b + LMDB_OFF_MAGIC, sizeof magic);
+    memcpy(&version, b + LMDB_OFF_MAGIC + 4, sizeof version);
+    memcpy(psize, b + LMDB_OFF_PSIZE, sizeof *psize);
+    if (!(flags & LMDB_P_META) || magic != LMDB_MAGIC)
+        return store_damaged(err, errlen, file, "meta page %d is not an LMDB meta page", n);
+    if (version != LMDB_DATA_VERSION)
+        return store_damaged(err, errlen, file, "meta page %d has data format version %u, not LMDB's %u",
+                             n, version, LMDB_DATA_VERSION);
+    if (!valid_psize(*psize))
+        return store_damaged(err, errlen, file, "meta page %d gives a page size of %u bytes", n, *psize);
+    return 0;
+}
+
+/* Before LMDB opens it: both meta pages, and room for both in the file. */
+static int
+check_meta_pages(const char *file, off_t size, char *err, size_t errlen)
+{
+    int maj = 0, min = 0;
+    mdb_version(&maj, &min, NULL);
+    if (maj != 0 || min != 9)
+        return 0;       /* another on-disk layout: LMDB's check alone */
+    int fd = open(file, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot open %s: %s", file, strerror(errno));
+        return PT_ESTORE;
+    }
+    uint32_t p0, p1;
+    int rc = check_meta(fd, file, 0, 0, &p0, err, errlen);
+    if (rc == 0 && size < 2 * (off_t)p0)
+        rc = store_damaged(err, errlen, file, "it has %lld bytes, less than its two meta pages of %u bytes",
+                           (long long)size, p0);
+    if (rc == 0)
+        rc = check_meta(fd, file, (off_t)p0, 1, &p1, err, errlen);
+    if (rc == 0 && p1 != p0)
+        rc = store_damaged(err, errlen, file, "its meta pages give page sizes %u and %u", p0, p1);
+    close(fd);
+    return rc;
+}
+
+/* A healthy file may still be a little shorter than (me_last_pgno + 1) pages:
+ * LMDB does not write the last pages a transaction allocated when the same
+ * transaction freed them again ("loose" pages, put on the free list unwritten;
+ * mdb_env_copy allows for it too). So the file is whole when every missing page
+ * is on LMDB's free list: database 0, whose values are a count and then that
+ * many page numbers (size_t each, as mdb_stat -f reads them).
+ *
+ * Walking the free list may itself touch a page past the end of a truncated
+ * file: SIGBUS then means "not whole". The handler is set only for the walk, at
+ * open, which is why store_open must run before other threads start. */
+struct tail_walk {
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    size_t *pages;              /* free pages in [from, last] */
+    size_t n, cap;
+    int done, bad, nomem;
+};
+
+static sigjmp_buf tail_jmp;
+
+static void
+tail_sigbus(int sig)
+{
+    (void)sig;
+    siglongjmp(tail_jmp, 1);
+}
+
+static void
+tail_walk(MDB_env *env, size_t from, size_t last, struct tail_walk *w)
+{
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    if (mdb_txn_begin(env, NULL, MDB_RDONLY, &txn) != 0)
+        return;
+    w->txn = txn;
+    if (mdb_cursor_open(txn, 0, &cur) != 0)
+        return;
+    w->cur = cur;
+    int rc;
+    while ((rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) == 0) {
+        const unsigned char *p = v.mv_data;
+        size_t count;
+        if (v.mv_size < sizeof count) {
+            w->bad = 1;
+            return;
+        }
+        memcpy(&count, p, sizeof count);
+        if (count > v.mv_size / sizeof count - 1) {
+            w->bad = 1;
+            return;
+        }
+        for (size_t i = 1; i <= count; i++) {
+            size_t pg;
+            memcpy(&pg, p + i * sizeof pg, sizeof pg);
+            if (pg < from || pg > last)
+                continue;
+            if (w->n == w->cap) {
+                size_t cap = w->cap ? w->cap * 2 : 64;
+                size_t *np = realloc(w->pages, cap * sizeof *np);
+                if (np == NULL) {
+                    w->nomem = 1;
+                    return;
+                }
+                w->pages = np;
+                w->cap = cap;
+            }
+            w->pages[w->n++] = pg;
+        }
+    }
+    w->done = rc == MDB_NOTFOUND;
+}
+
+static int
+cmp_size(const void *a, const void *b)
+{
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* 1: pages from..last are all free; 0: not (or the walk failed); PT_ENOMEM. */
+static int
+tail_is_free(MDB_env *env, size_t from, size_t last)
+{
+    struct tail_walk *w = calloc(1, sizeof *w);
+    if (w == NULL)
+        return PT_ENOMEM;
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = tail_sigbus;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGBUS, &sa, &old) < 0) {
+        free(w);
+        return 0;
+    }
+    if (sigsetjmp(tail_jmp, 1) == 0)
+        tail_walk(env, from, last, w);
+    else
+        w->bad = 1;             /* the free list reaches past the end of the file */
+    sigaction(SIGBUS, &old, NULL);
+    if (w->cur)
+        mdb_cursor_close(w->cur);
+    if (w->txn)
+        mdb_txn_abort(w->txn);
+    int rc = 0;
+    if (w->nomem) {
+        rc = PT_ENOMEM;
+    } else if (w->done && !w->bad) {
+        size_t distinct = 0;
+        qsort(w->pages, w->n, sizeof *w->pages, cmp_size);
+        for (size_t i = 0; i < w->n; i++)
+            if (i == 0 || w->pages[i] != w->pages[i - 1])
+                distinct++;
+        rc = distinct == last - from + 1;
+    }
+    free(w->pages);
+    free(w);
+    return rc;
+}
+
+/* After mdb_env_open: the file against LMDB's own idea of its size. */
+static int
+check_size(struct store *s, const char *file, char *err, size_t errlen)
+{
+    struct stat st;
+    MDB_envinfo info;
+    MDB_stat ms;
+    if (stat(file, &st) < 0) {
+        snprintf(err, errlen, "cannot read %s: %s", file, strerror(errno));
+        return PT_ESTORE;
+    }
+    if (mdb_env_info(s->env, &info) != 0 || mdb_env_stat(s->env, &ms) != 0) {
+        snprintf(err, errlen, "cannot read the size of the store %s", file);
+        return PT_ESTORE;
+    }
+    size_t psize = ms.ms_psize, last = info.me_last_pgno;
+    if (!valid_psize((uint32_t)psize))
+        return store_damaged(err, errlen, file, "its meta page gives a page size of %zu bytes", psize);
+    size_t have = (size_t)st.st_size / psize;       /* whole pages in the file */
+    if (have < 2)
+        return store_damaged(err, errlen, file, "it has %lld bytes, less than its two meta pages of %zu bytes",
+                             (long long)st.st_size, psize);
+    if (have > last)
+        return 0;
+    int rc = tail_is_free(s->env, have, last);
+    if (rc == PT_ENOMEM) {
+        snprintf(err, errlen, "out of memory");
+        return rc;
+    }
+    if (rc == 1) {
+        log_debug("store: %s ends %zu free page(s) before its last page; that is fine", file, last - have + 1);
+        return 0;
+    }
+    return store_damaged(err, errlen, file,
+                         "it has %lld bytes, but its meta page counts %zu pages of %zu bytes (%llu bytes): "
+                         "it was cut short", (long long)st.st_size, last + 1, psize,
+                         (unsigned long long)(last + 1) * psize);
+}
+
+/* LMDB calls this on an internal inconsistency, then abort()s: a damaged page
+ * (or a bug in LMDB). Say which file, and end with status 1 instead. */
+static void
+store_assert(MDB_env *env, const char *msg)
+{
+    struct store *s = mdb_env_get_userctx(env);
+    log_error("store: LMDB found %s/" DATA_FILE " damaged (%s): exiting; stop petreld and petrelctl, "
+              "keep a copy of the file and restore it from a backup", s && s->dir ? s->dir : "the store", msg);
+    fflush(stdout);             /* what petrelctl printed so far */
+    _exit(EXIT_FAILURE);
+}
+
+static int
+open_common(struct store **out, const char *dir, size_t map_size, int create, char *err, size_t errlen)
 {
     *out = NULL;
-    if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+    char file[4200];
+    struct stat st;
+    snprintf(file, sizeof file, "%s/" DATA_FILE, dir);
+    int dir_existed = stat(dir, &st) == 0;
+    if (create && !dir_existed && mkdir(dir, 0700) < 0 && errno != EEXIST) {
         snprintf(err, errlen, "cannot create %s: %s", dir, strerror(errno));
         return PT_ESTORE;
     }
+    int exists = stat(file, &st) == 0;
+    if (!exists && errno != ENOENT) {
+        snprintf(err, errlen, "cannot read %s: %s", file, strerror(errno));
+        return PT_ESTORE;
+    }
+    if (!exists && !create) {
+        snprintf(err, errlen, "there is no store in %s (no %s)", dir, file);
+        return PT_ENOTFOUND;
+    }
+    if (exists) {
+        if (!S_ISREG(st.st_mode))
+            return store_damaged(err, errlen, file, "it is not a regular file");
+        /* LMDB would take an empty file for a new store and write over it */
+        if (st.st_size == 0)
+            return store_damaged(err, errlen, file, "it is empty (0 bytes)");
+        int rc = check_meta_pages(file, st.st_size, err, errlen);
+        if (rc < 0)
+            return rc;
+    }
     struct store *s = calloc(1, sizeof *s);
-    if (s == NULL) {
+    if (s == NULL || (s->dir = strdup(dir)) == NULL) {
+        free(s);
         snprintf(err, errlen, "out of memory");
         return PT_ENOMEM;
     }
     int rc = mdb_env_create(&s->env);
+    if (rc == 0)
+        rc = mdb_env_set_userctx(s->env, s);
+    if (rc == 0)
+        rc = mdb_env_set_assert(s->env, store_assert);
     if (rc == 0)
         rc = mdb_env_set_maxdbs(s->env, MAX_DBS);
     if (rc == 0)
@@ -137,11 +442,28 @@ store_open(struct store **out, const char *dir, size_t map_size, char *err, size
     if (rc == 0)
         rc = mdb_env_open(s->env, dir, MDB_NOTLS, 0600);
     if (rc != 0) {
-        snprintf(err, errlen, "cannot open the store in %s: %s", dir, mdb_strerror(rc));
+        if (exists && (rc == MDB_INVALID || rc == MDB_VERSION_MISMATCH))
+            store_damaged(err, errlen, file, "LMDB refuses it, or lock.mdb beside it: %s", mdb_strerror(rc));
+        else
+            snprintf(err, errlen, "cannot open the store in %s: %s", dir, mdb_strerror(rc));
         store_close(&s);
         return PT_ESTORE;
     }
-    MDB_txn *txn;
+    if (exists && (rc = check_size(s, file, err, errlen)) < 0) {
+        store_close(&s);
+        return rc;
+    }
+    if (!exists) {
+        if (dir_existed)
+            log_warnx("store: %s has no " DATA_FILE ": making a new, empty store", dir);
+        else
+            log_info("store: made a new store in %s", dir);
+    }
+    /* slots of readers that died (a crash, a kill -9) would keep pages from reuse */
+    int dead = 0;
+    if (mdb_reader_check(s->env, &dead) == 0 && dead > 0)
+        log_info("store: cleared %d stale reader slot(s) in %s", dead, dir);
+    MDB_txn *txn = NULL;
     MDB_dbi meta;
     uint32_t ver = 0;
     rc = mdb_txn_begin(s->env, NULL, 0, &txn);
@@ -177,6 +499,18 @@ store_open(struct store **out, const char *dir, size_t map_size, char *err, size
     return 0;
 }
 
+int
+store_open(struct store **out, const char *dir, size_t map_size, char *err, size_t errlen)
+{
+    return open_common(out, dir, map_size, 1, err, errlen);
+}
+
+int
+store_open_existing(struct store **out, const char *dir, size_t map_size, char *err, size_t errlen)
+{
+    return open_common(out, dir, map_size, 0, err, errlen);
+}
+
 void
 store_close(struct store **sp)
 {
@@ -190,6 +524,7 @@ store_close(struct store **sp)
     free(s->cbs);
     if (s->env)
         mdb_env_close(s->env);
+    free(s->dir);
     free(s);
     *sp = NULL;
 }

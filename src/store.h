@@ -22,9 +22,18 @@
 
 struct store;
 
-/* Open (creating the folder), check the schema version and migrate an older store.
- * Returns 0 or PT_E*; on failure *err says why (static or the store's message). */
+/* Open the store in dir: check that its file is whole, then its schema version,
+ * and migrate an older store. store_open makes the folder (mode 0700) and a new,
+ * empty store when there is no data.mdb in it; store_open_existing does not and
+ * fails with PT_ENOTFOUND then. Neither ever makes a new store over an existing
+ * file: a data.mdb that is empty, shorter than its meta pages say, or whose meta
+ * pages are not LMDB's fails with PT_ESTORE and is left as it is. Returns 0 or
+ * PT_E*; on failure err says why, naming the folder or the file. Call before
+ * starting other threads (the check of a short file catches SIGBUS for a moment).
+ * An inconsistency LMDB finds later (an assertion) is logged, naming the file,
+ * and ends the process with status 1. */
 int  store_open(struct store **out, const char *dir, size_t map_size, char *err, size_t errlen);
+int  store_open_existing(struct store **out, const char *dir, size_t map_size, char *err, size_t errlen);
 void store_close(struct store **s);
 MDB_env *store_env(struct store *s);
 

@@ -48,7 +48,9 @@ class Server:
             f.write(f'data_dir = "{self.tmp}/var"\nlog_level = "debug"\n'
                     f'listen "127.0.0.1:{self.port}" {{ type = "c2s" tls = "starttls" }}\n'
                     'host "localhost" { modules = { "disco", "ping", "version" } }\n')
-        self.users_out = subprocess.run([PETRELCTL, "-c", self.conf, "adduser", "--batch"], input=users,
+        # before the server's first start: the store does not exist yet
+        self.users_out = subprocess.run([PETRELCTL, "-c", self.conf, "--create-store", "adduser", "--batch"],
+                                        input=users,
                                         text=True, capture_output=True, timeout=120)
         self.log = open(self.logpath, "w")
         self.proc = subprocess.Popen([PETRELD, "-c", self.conf], stderr=self.log, stdout=self.log)

@@ -103,8 +103,10 @@ test_minimal_defaults(void **state)
 {
     struct fx *f = *state;
     struct conf *c = load_ok(f, LISTEN "host \"localhost\" {}\n");
+    char var[128];
+    snprintf(var, sizeof var, "%s/var", f->tmp);
     assert_string_equal(c->path, f->path);
-    assert_string_equal(c->data_dir, "var");
+    assert_string_equal(c->data_dir, var);      /* "var", from the file's folder */
     assert_null(c->pid_file);
     assert_int_equal(c->log_level, LOG_LVL_INFO);
     assert_int_equal(c->max_stanza, 524288);
@@ -542,6 +544,88 @@ test_certificate_and_key(void **state)
         3, "certificate", "key");
 }
 
+/* ---- relative paths --------------------------------------------------------------------
+ * Taken from the configuration file's folder, not from the working folder of
+ * whoever reads the file: petrelctl run elsewhere must find petreld's store. */
+
+#define PATHS_CONF \
+    LISTEN \
+    "data_dir = \"var\"\n" \
+    "pid_file = \"./run/petreld.pid\"\n" \
+    "host \"localhost\" { certificate = \"certs/a.crt\" key = \"../keys/a.key\" }\n" \
+    "host \"example.org\" { certificate = \"/etc/x.crt\" key = \"/etc/x.key\" }\n"
+
+static void
+assert_paths_from(const struct conf *c, const char *dir)
+{
+    char want[4200];
+    assert_string_equal(c->dir, dir);
+    snprintf(want, sizeof want, "%s/var", dir);
+    assert_string_equal(c->data_dir, want);
+    snprintf(want, sizeof want, "%s/run/petreld.pid", dir);
+    assert_string_equal(c->pid_file, want);
+    snprintf(want, sizeof want, "%s/certs/a.crt", dir);
+    assert_string_equal(c->hosts[0].certificate, want);
+    snprintf(want, sizeof want, "%s/../keys/a.key", dir);
+    assert_string_equal(c->hosts[0].key, want);
+    /* absolute paths stay as they are */
+    assert_string_equal(c->hosts[1].certificate, "/etc/x.crt");
+    assert_string_equal(c->hosts[1].key, "/etc/x.key");
+}
+
+static void
+test_relative_paths_from_conf_folder(void **state)
+{
+    struct fx *f = *state;
+    char err[1024], old[4096], etc[128], cwd[4096], want[4200];
+    assert_non_null(getcwd(old, sizeof old));
+
+    /* named by an absolute path, read from another working folder */
+    assert_int_equal(chdir("/"), 0);
+    struct conf *c = load_ok(f, PATHS_CONF);
+    assert_paths_from(c, f->tmp);
+
+    /* named by a relative path: from the working folder to the file, then on */
+    snprintf(etc, sizeof etc, "%s/etc", f->tmp);
+    assert_int_equal(mkdir(etc, 0700), 0);
+    snprintf(want, sizeof want, "%s/etc/petrel.conf", f->tmp);
+    FILE *fp = fopen(want, "w");
+    assert_non_null(fp);
+    fputs(PATHS_CONF, fp);
+    fclose(fp);
+    assert_int_equal(chdir(f->tmp), 0);
+    assert_non_null(getcwd(cwd, sizeof cwd));
+    conf_free(&f->c);
+    f->c = conf_load("etc/petrel.conf", err, sizeof err);
+    if (f->c == NULL)
+        fail_msg("etc/petrel.conf: %s", err);
+    snprintf(want, sizeof want, "%s/etc", cwd);
+    assert_paths_from(f->c, want);
+    conf_free(&f->c);
+    assert_int_equal(chdir(etc), 0);
+    f->c = conf_load("petrel.conf", err, sizeof err);
+    if (f->c == NULL)
+        fail_msg("petrel.conf: %s", err);
+    assert_paths_from(f->c, want);
+    assert_int_equal(chdir(old), 0);
+
+    /* "." is the file's folder; an absolute data_dir stays */
+    c = load_ok(f, LISTEN "data_dir = \".\"\nhost \"localhost\" {}\n");
+    assert_string_equal(c->data_dir, f->tmp);
+    c = load_ok(f, LISTEN "data_dir = \"/var/lib/petrel\"\nhost \"localhost\" {}\n");
+    assert_string_equal(c->data_dir, "/var/lib/petrel");
+    assert_null(c->pid_file);
+
+    /* an empty path is a mistake, not the file's folder */
+    conf_free(&f->c);
+    struct conf *bad = conf_load(write_conf(f, LISTEN "data_dir = \"\"\nhost \"localhost\" {}\n"), err, sizeof err);
+    assert_null(bad);
+    assert_non_null(strstr(err, "data_dir must not be empty"));
+    bad = conf_load(write_conf(f, LISTEN "pid_file = \"\"\nhost \"localhost\" {}\n"), err, sizeof err);
+    assert_null(bad);
+    assert_non_null(strstr(err, "pid_file must not be empty"));
+}
+
 /* ---- several loads ------------------------------------------------------------------------ */
 
 static void
@@ -594,6 +678,7 @@ main(void)
         T(test_syntax_error),
         T(test_missing_sections),
         T(test_certificate_and_key),
+        T(test_relative_paths_from_conf_folder),
         T(test_reload_and_two_alive),
     };
 #undef T

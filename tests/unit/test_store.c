@@ -17,6 +17,7 @@
 #include "testutil.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <lmdb.h>
 #include <sys/stat.h>
@@ -768,6 +769,338 @@ test_secret_persists(void **state)
     assert_memory_equal(a, b, 32);
 }
 
+/* ---- a damaged store is refused, and left as it is ------------------------------------
+ * LMDB maps data.mdb: a page past the end of a cut file is SIGBUS in whoever
+ * reads it first, and an empty file is taken for a new store and overwritten. */
+
+#define NFILL 300
+
+static void
+data_path(const struct fx *f, char *out, size_t len)
+{
+    snprintf(out, len, "%s/data.mdb", f->dir);
+}
+
+static unsigned char *
+slurp(const char *path, size_t *len)
+{
+    FILE *fp = fopen(path, "rb");
+    assert_non_null(fp);
+    assert_int_equal(fseek(fp, 0, SEEK_END), 0);
+    long n = ftell(fp);
+    assert_true(n >= 0);
+    rewind(fp);
+    unsigned char *b = malloc((size_t)n + 1);
+    assert_non_null(b);
+    assert_int_equal(fread(b, 1, (size_t)n, fp), (size_t)n);
+    fclose(fp);
+    *len = (size_t)n;
+    return b;
+}
+
+static void
+spit(const char *path, const void *b, size_t len)
+{
+    FILE *fp = fopen(path, "wb");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(b, 1, len, fp), len);
+    assert_int_equal(fclose(fp), 0);
+}
+
+/* NFILL accounts u000..u299@localhost (one derivation, many records): a file of
+ * some 50 pages whose live pages run to its end. */
+static void
+fill_accounts(struct fx *f)
+{
+    open_store(f);
+    struct account a;
+    char jid[64];
+    assert_int_equal(account_make(&a, "pw", ITER), 0);
+    for (int i = 0; i < NFILL; i++) {
+        snprintf(jid, sizeof jid, "u%03d@localhost", i);
+        assert_int_equal(store_account_put(f->s, jid, &a, 0), 0);
+    }
+    assert_int_equal(store_commit(f->s), 0);
+    store_close(&f->s);
+}
+
+/* The page size of the closed store. */
+static size_t
+raw_psize(const char *dir)
+{
+    MDB_env *env = raw_env(dir, MDB_RDONLY);
+    MDB_stat ms;
+    assert_int_equal(mdb_env_stat(env, &ms), 0);
+    mdb_env_close(env);
+    return ms.ms_psize;
+}
+
+static int
+count_cb(void *arg, const char *bare)
+{
+    (void)bare;
+    (*(int *)arg)++;
+    return 0;
+}
+
+/* The store opens and holds every account. */
+static void
+assert_whole(struct fx *f)
+{
+    int n = 0;
+    struct account a;
+    open_store(f);
+    assert_int_equal(store_account_list(f->s, "localhost", count_cb, &n), 0);
+    assert_int_equal(n, NFILL);
+    assert_int_equal(store_account_get(f->s, "u299@localhost", &a), 0);
+    store_close(&f->s);
+}
+
+/* Both ways of opening refuse, with a message naming the file, saying what is
+ * wrong (want) and what to do; the file keeps its size and bytes. */
+static void
+assert_refused(struct fx *f, const unsigned char *bytes, size_t len, const char *want)
+{
+    char file[160];
+    data_path(f, file, sizeof file);
+    for (int existing = 0; existing < 2; existing++) {
+        char err[1024] = "";
+        struct store *s = (struct store *)0x1;
+        int rc = existing ? store_open_existing(&s, f->dir, MAP_SIZE, err, sizeof err)
+                          : store_open(&s, f->dir, MAP_SIZE, err, sizeof err);
+        if (rc != PT_ESTORE || s != NULL || strstr(err, file) == NULL || strstr(err, "damaged") == NULL ||
+            strstr(err, "restore it from a backup") == NULL || strstr(err, want) == NULL)
+            fail_msg("%s: rc %d, message \"%s\" (wanted the file, \"damaged\", \"%s\" and the advice)",
+                     existing ? "store_open_existing" : "store_open", rc, err, want);
+        size_t now_len;
+        unsigned char *now = slurp(file, &now_len);
+        assert_int_equal(now_len, len);
+        if (len)
+            assert_memory_equal(now, bytes, len);
+        free(now);
+    }
+}
+
+static void
+test_damaged_truncated_half(void **state)
+{
+    struct fx *f = *state;
+    char file[160];
+    size_t len;
+    fill_accounts(f);
+    data_path(f, file, sizeof file);
+    unsigned char *orig = slurp(file, &len);
+    assert_true(len >= 20 * raw_psize(f->dir));
+    size_t half = len / 2;
+    assert_int_equal(truncate(file, (off_t)half), 0);
+    assert_refused(f, orig, half, "cut short");
+    /* the same bytes, whole again: it opens, every account there */
+    spit(file, orig, len);
+    assert_whole(f);
+    free(orig);
+}
+
+static void
+test_damaged_truncated_8k(void **state)
+{
+    struct fx *f = *state;
+    char file[160];
+    size_t len;
+    fill_accounts(f);
+    data_path(f, file, sizeof file);
+    unsigned char *orig = slurp(file, &len);
+    assert_true(len > 8192);
+    assert_int_equal(truncate(file, 8192), 0);
+    assert_refused(f, orig, 8192, "cut short");
+    spit(file, orig, len);
+    assert_whole(f);
+    free(orig);
+}
+
+/* An empty data.mdb is not a new store: refused, and still empty afterwards. */
+static void
+test_damaged_empty_file(void **state)
+{
+    struct fx *f = *state;
+    char file[160];
+    fill_accounts(f);
+    data_path(f, file, sizeof file);
+    assert_int_equal(truncate(file, 0), 0);
+    assert_refused(f, NULL, 0, "empty");
+}
+
+/* Meta pages that are not LMDB's (either of the two), or a file too short to
+ * hold both. */
+static void
+test_damaged_meta_pages(void **state)
+{
+    struct fx *f = *state;
+    char file[160];
+    size_t len;
+    fill_accounts(f);
+    data_path(f, file, sizeof file);
+    size_t ps = raw_psize(f->dir), hdr = sizeof(size_t) + 8;    /* LMDB's page header */
+    unsigned char *orig = slurp(file, &len);
+    unsigned char *bad = malloc(len);
+    assert_non_null(bad);
+    const struct { size_t off, n; const char *want; } cases[] = {
+        { 0, ps, "meta page 0" },               /* the first meta page, all of it */
+        { ps, ps, "meta page 1" },              /* the second one */
+        { hdr, 4, "meta page 0" },              /* only the magic number */
+        { ps + hdr + 4, 4, "meta page 1" },     /* only the data format version */
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        memcpy(bad, orig, len);
+        for (size_t i = 0; i < cases[c].n; i++)
+            bad[cases[c].off + i] = (unsigned char)(i * 37 + 11);
+        spit(file, bad, len);
+        assert_refused(f, bad, len, cases[c].want);
+    }
+    /* shorter than two pages: the second meta page is cut */
+    spit(file, orig, ps + 900);
+    assert_refused(f, orig, ps + 900, "meta page");
+    spit(file, orig, len);
+    assert_whole(f);
+    free(bad);
+    free(orig);
+}
+
+/* No false alarm: LMDB leaves the last pages a transaction allocated and freed
+ * again unwritten, so a healthy file can be shorter than its meta page counts.
+ * Made with plain LMDB (puts then deletes in one transaction), then opened. */
+static void
+test_short_but_whole_file_opens(void **state)
+{
+    struct fx *f = *state;
+    char file[160];
+    data_path(f, file, sizeof file);
+    mkdir(f->dir, 0700);
+    MDB_env *env = raw_env(f->dir, 0);
+    int shorter = 0;
+    for (int round = 0; round < 20 && !shorter; round++) {
+        MDB_txn *txn;
+        MDB_dbi dbi;
+        char kb[32], vb[3000];
+        memset(vb, 'v', sizeof vb);
+        assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+        assert_int_equal(mdb_dbi_open(txn, "churn", MDB_CREATE, &dbi), 0);
+        int n = 200 + round * 37;
+        for (int i = 0; i < n; i++) {
+            snprintf(kb, sizeof kb, "%d-%08d", round, i);
+            MDB_val k = { strlen(kb), kb }, v = { i % 7 == 0 ? 3000 : 100, vb };
+            assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+        }
+        for (int i = 0; i < n; i++) {
+            if (i % 3 == 0)
+                continue;
+            snprintf(kb, sizeof kb, "%d-%08d", round, i);
+            MDB_val k = { strlen(kb), kb };
+            assert_int_equal(mdb_del(txn, dbi, &k, NULL), 0);
+        }
+        assert_int_equal(mdb_txn_commit(txn), 0);
+        MDB_envinfo info;
+        MDB_stat ms;
+        struct stat st;
+        assert_int_equal(mdb_env_info(env, &info), 0);
+        assert_int_equal(mdb_env_stat(env, &ms), 0);
+        assert_int_equal(stat(file, &st), 0);
+        shorter = (uint64_t)(info.me_last_pgno + 1) * ms.ms_psize > (uint64_t)st.st_size;
+    }
+    mdb_env_close(env);
+    if (!shorter)
+        skip();                 /* this LMDB writes every page: nothing to tell apart */
+    open_store(f);
+    store_close(&f->s);
+    assert_int_equal(raw_version(f->dir), 1);
+}
+
+/* A zeroed page in the middle of the accounts (a lost write): LMDB's assertion
+ * is logged, naming the file, and the process ends with status 1 instead of
+ * abort()ing with nothing said. */
+static void
+test_damaged_page_is_logged(void **state)
+{
+    struct fx *f = *state;
+    char file[160], logf[160];
+    size_t len;
+    fill_accounts(f);
+    data_path(f, file, sizeof file);
+    snprintf(logf, sizeof logf, "%s/child.log", f->tmp);
+    size_t ps = raw_psize(f->dir);
+    unsigned char *b = slurp(file, &len);
+    /* the leaf with the last account: not the first leaf, so the cursor walk
+     * reaches it from its sibling (the first one fails cleanly: MDB_CORRUPTED) */
+    static const char key[] = "localhost\0u299";
+    size_t page = 0;
+    for (size_t p = 2; p < len / ps && page == 0; p++) {
+        unsigned char *pg = b + p * ps;
+        uint16_t flags;
+        memcpy(&flags, pg + sizeof(size_t) + 2, sizeof flags);
+        if ((flags & 0x02) == 0)              /* P_LEAF */
+            continue;
+        for (size_t i = 0; i + sizeof key - 1 <= ps; i++)
+            if (memcmp(pg + i, key, sizeof key - 1) == 0) {
+                page = p;
+                break;
+            }
+    }
+    assert_true(page > 0);
+    memset(b + page * ps, 0, ps);
+    spit(file, b, len);
+    free(b);
+
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fd = open(logf, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (fd < 0 || dup2(fd, 2) < 0)
+            _exit(90);
+        struct store *s = NULL;
+        char err[1024];
+        int n = 0;
+        if (store_open(&s, f->dir, MAP_SIZE, err, sizeof err) != 0)
+            _exit(91);
+        store_account_list(s, "localhost", count_cb, &n);
+        _exit(92);              /* the damage went unnoticed */
+    }
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    size_t loglen;
+    char *text = (char *)slurp(logf, &loglen);
+    text[loglen] = '\0';
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 1)
+        fail_msg("the child %s %d; its log: %s", WIFEXITED(st) ? "exited with" : "died of signal",
+                 WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), text);
+    if (strstr(text, file) == NULL || strstr(text, "damaged") == NULL || strstr(text, "backup") == NULL)
+        fail_msg("the log does not name the damaged file and what to do: %s", text);
+    free(text);
+}
+
+/* store_open_existing makes nothing: no folder, no file in an empty folder. */
+static void
+test_open_existing_makes_nothing(void **state)
+{
+    struct fx *f = *state;
+    char err[1024] = "", file[160];
+    struct stat st;
+    struct store *s = (struct store *)0x1;
+    assert_int_equal(store_open_existing(&s, f->dir, MAP_SIZE, err, sizeof err), PT_ENOTFOUND);
+    assert_null(s);
+    assert_non_null(strstr(err, f->dir));
+    assert_int_equal(stat(f->dir, &st), -1);
+    assert_int_equal(mkdir(f->dir, 0700), 0);
+    s = (struct store *)0x1;
+    assert_int_equal(store_open_existing(&s, f->dir, MAP_SIZE, err, sizeof err), PT_ENOTFOUND);
+    assert_null(s);
+    data_path(f, file, sizeof file);
+    assert_int_equal(stat(file, &st), -1);
+    /* store_open makes it; store_open_existing then opens it */
+    open_store(f);
+    store_close(&f->s);
+    assert_int_equal(store_open_existing(&f->s, f->dir, MAP_SIZE, err, sizeof err), 0);
+}
+
 int
 main(void)
 {
@@ -793,6 +1126,13 @@ main(void)
         T(test_dbi_open_keeps_turn_txn),
         T(test_other_process_writes),
         T(test_secret_persists),
+        T(test_damaged_truncated_half),
+        T(test_damaged_truncated_8k),
+        T(test_damaged_empty_file),
+        T(test_damaged_meta_pages),
+        T(test_short_but_whole_file_opens),
+        T(test_damaged_page_is_logged),
+        T(test_open_existing_makes_nothing),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
