@@ -505,8 +505,24 @@ xml_error_name(enum xml_error e)
     return "?";
 }
 
-struct xml_stream {
+/* An expat parser and the heap it holds, counted by parser_malloc() and
+ * friends, so that the pool can tell a small parser from one that grew. */
+struct parser {
     XML_Parser p;
+    size_t bytes;                /* allocated by expat for this parser, now */
+};
+
+/* A live parser past this at the end of a stanza is replaced (see on_end): a
+ * stream that is never idle (always a partial stanza pending) must not let it
+ * grow for ever. expat keeps every attribute name and namespace prefix it has
+ * seen until a reset. The input is fed in slices of at most FEED_SLICE, so an
+ * ordinary parser (buffer of 2 x FEED_SLICE at most) stays well below. */
+#define PARSER_RECYCLE_BYTES (256u * 1024)
+#define FEED_SLICE (64u * 1024)
+
+struct xml_stream {
+    XML_Parser p;                /* pp->p, or NULL */
+    struct parser *pp;
     const struct xml_stream_cb *cb;
     void *ud;
     const struct xml_limits *lim; /* the caller's; must outlive the stream */
@@ -525,11 +541,16 @@ struct xml_stream {
     unsigned stopped : 1, restart_pending : 1, failed : 1, closed : 1;
     unsigned resumed : 1;        /* parser re-created after an idle release: skip the open callback */
     unsigned in_parse : 1;       /* inside XML_Parse(), i.e. inside a callback */
+    unsigned recycle_pending : 1; /* the parser grew: replace it after the current stanza */
+    unsigned ns_decls;           /* namespace declarations of the start tag being reported */
     char *decls;                 /* namespace declarations of the header, for re-creation */
     char *hdr_qname;             /* the header's name as written ("stream:stream"), for re-creation */
     size_t ns_cost;              /* namespace bytes the serializer will write for this stanza */
     size_t decls_len;
 };
+
+/* a function, so that a setting can take its place */
+static size_t header_limit(const struct xml_stream *s) { (void)s; return XML_MAX_HEADER; }
 
 static void set_error(struct xml_stream *s, enum xml_error e, const char *detail)
 {
@@ -630,6 +651,10 @@ record_decl(struct xml_stream *s, const XML_Char *prefix, const XML_Char *uri)
     }
     s->decls = b.data;
     s->decls_len = b.len;
+    /* the copy is kept for the life of the stream: no bigger than the header
+     * may be (escaping could make it grow past the header's own bytes) */
+    if (s->decls_len > header_limit(s))
+        set_error(s, XML_E_TOO_BIG, "stream header");
 }
 
 /* after the header: swap a private copy equal to the common one for the shared one */
@@ -643,10 +668,19 @@ intern_decls(struct xml_stream *s)
     }
 }
 
+/* expat reports xmlns and xmlns:p here, before on_start of their element and
+ * not among its attributes: they count against max_attrs all the same (each
+ * costs a binding in expat, and in the header a copy for the stream's life). */
 static void XMLCALL
 on_ns_start(void *ud, const XML_Char *prefix, const XML_Char *uri)
 {
     struct xml_stream *s = ud;
+    if (s->err != XML_OK || s->stopped)
+        return;
+    if (s->lim->max_attrs && ++s->ns_decls > s->lim->max_attrs) {
+        set_error(s, XML_E_TOO_MANY_ATTRS, "namespace declarations");
+        return;
+    }
     if (s->depth == 0 && !s->resumed)
         record_decl(s, prefix, uri);
 }
@@ -733,9 +767,13 @@ static void XMLCALL
 on_start(void *ud, const XML_Char *name, const XML_Char **atts)
 {
     struct xml_stream *s = ud;
+    unsigned decls = s->ns_decls;
+    s->ns_decls = 0;                    /* they belong to this element only */
     if (s->err != XML_OK || s->stopped)
         return;
-    if (s->lim->max_attrs && (unsigned)XML_GetSpecifiedAttributeCount(s->p) / 2 > s->lim->max_attrs) {
+    /* the specified count leaves out the namespace declarations */
+    if (s->lim->max_attrs &&
+        (unsigned)XML_GetSpecifiedAttributeCount(s->p) / 2 + decls > s->lim->max_attrs) {
         set_error(s, XML_E_TOO_MANY_ATTRS, NULL);
         return;
     }
@@ -827,6 +865,11 @@ on_end(void *ud, const XML_Char *name)
         XML_StopParser(s->p, XML_FALSE);
     } else if (s->stopped) {
         XML_StopParser(s->p, XML_FALSE);
+    } else if (s->pp->bytes > PARSER_RECYCLE_BYTES) {
+        /* it grew (a big stanza, many names): go on with a new one */
+        s->recycle_pending = 1;
+        s->resume_at = s->boundary;
+        XML_StopParser(s->p, XML_FALSE);
     }
 }
 
@@ -883,37 +926,160 @@ on_pi(void *ud, const XML_Char *target, const XML_Char *data)
 static size_t live_parsers;            /* for the control socket's stats */
 size_t xml_stream_live_parsers(void) { return live_parsers; }
 
-/* Parsers given back by idle streams, reset and ready: a stream that wakes up
- * takes one instead of making a new one, and the memory of the pool is
- * reused rather than scattered over the heap. One loop owns all streams. */
-#define PARSER_POOL_MAX 128
-static XML_Parser parser_pool[PARSER_POOL_MAX];
-static size_t parser_pool_n;
+/* ---- expat's memory, counted per parser ----
+ * expat takes a malloc/realloc/free suite without a context pointer, so each
+ * block carries its owner's counter, and a block is charged to the parser
+ * that is being created, fed or reset when it is made. One loop thread calls
+ * expat; a callback that touches another stream's parser (closing it, say)
+ * saves and restores the owner around the call. */
+struct mem_hdr {
+    _Alignas(max_align_t) size_t size;
+    size_t *owner;               /* &parser.bytes, or NULL: not counted */
+};
+static size_t *mem_owner;
+
+static void *
+parser_malloc(size_t n)
+{
+    if (n > SIZE_MAX - sizeof(struct mem_hdr))
+        return NULL;
+    struct mem_hdr *h = malloc(sizeof *h + n);
+    if (h == NULL)
+        return NULL;
+    h->size = n;
+    h->owner = mem_owner;
+    if (h->owner)
+        *h->owner += n;
+    return h + 1;
+}
 
 static void
-parser_put(XML_Parser p)
+parser_free(void *ptr)
+{
+    if (ptr == NULL)
+        return;
+    struct mem_hdr *h = (struct mem_hdr *)ptr - 1;
+    if (h->owner)
+        *h->owner -= h->size;
+    free(h);
+}
+
+static void *
+parser_realloc(void *ptr, size_t n)
+{
+    if (ptr == NULL)
+        return parser_malloc(n);
+    if (n > SIZE_MAX - sizeof(struct mem_hdr))
+        return NULL;
+    struct mem_hdr *h = (struct mem_hdr *)ptr - 1;
+    size_t old = h->size;
+    struct mem_hdr *nh = realloc(h, sizeof *nh + (n ? n : 1));
+    if (nh == NULL)
+        return NULL;
+    nh->size = n;
+    if (nh->owner)
+        *nh->owner = *nh->owner - old + n;
+    return nh + 1;
+}
+
+static const XML_Memory_Handling_Suite parser_mem = { parser_malloc, parser_realloc, parser_free };
+
+static size_t *
+mem_enter(struct parser *pp)
+{
+    size_t *prev = mem_owner;
+    mem_owner = &pp->bytes;
+    return prev;
+}
+
+static void mem_leave(size_t *prev) { mem_owner = prev; }
+
+static enum XML_Status
+parser_parse(struct parser *pp, const char *data, int len)
+{
+    size_t *prev = mem_enter(pp);
+    enum XML_Status st = XML_Parse(pp->p, data, len, 0);
+    mem_leave(prev);
+    return st;
+}
+
+static void
+parser_destroy(struct parser *pp)
+{
+    XML_ParserFree(pp->p);       /* frees by each block's owner: no mem_enter */
+    free(pp);
+}
+
+/* Parsers given back by idle streams, reset and ready: a stream that wakes up
+ * takes one instead of making a new one, and the memory of the pool is
+ * reused rather than scattered over the heap. One loop owns all streams.
+ * XML_ParserReset() keeps what the parser grew (its input buffer, the blocks
+ * of its string pools, the bindings of every namespace declaration it saw, on
+ * a free list): a parser that held a 500 KB header keeps about 2 MB. Only a
+ * parser still small after the reset goes back to the pool. */
+#define PARSER_POOL_MAX 128
+static struct parser *parser_pool[PARSER_POOL_MAX];
+static size_t parser_pool_n;
+static size_t parser_pool_mem;   /* bytes held by the pooled parsers */
+
+size_t xml_parser_pool_count(void) { return parser_pool_n; }
+size_t xml_parser_pool_bytes(void) { return parser_pool_mem; }
+
+static void
+parser_put(struct parser *pp)
 {
     live_parsers--;
-    if (parser_pool_n < PARSER_POOL_MAX && XML_ParserReset(p, "UTF-8") == XML_TRUE)
-        parser_pool[parser_pool_n++] = p;
-    else
-        XML_ParserFree(p);
+    if (parser_pool_n < PARSER_POOL_MAX && pp->bytes <= XML_PARSER_POOL_KEEP) {
+        size_t *prev = mem_enter(pp);
+        XML_Bool ok = XML_ParserReset(pp->p, "UTF-8");
+        mem_leave(prev);
+        if (ok == XML_TRUE && pp->bytes <= XML_PARSER_POOL_KEEP) {
+            parser_pool[parser_pool_n++] = pp;
+            parser_pool_mem += pp->bytes;
+            return;
+        }
+    }
+    parser_destroy(pp);
 }
 
 void
 xml_parser_pool_drain(void)
 {
     while (parser_pool_n > 0)
-        XML_ParserFree(parser_pool[--parser_pool_n]);
+        parser_destroy(parser_pool[--parser_pool_n]);
+    parser_pool_mem = 0;
+}
+
+static struct parser *
+parser_get(void)
+{
+    if (parser_pool_n > 0) {
+        struct parser *pp = parser_pool[--parser_pool_n];
+        parser_pool_mem -= pp->bytes;
+        return pp;
+    }
+    struct parser *pp = calloc(1, sizeof *pp);
+    if (pp == NULL)
+        return NULL;
+    static const XML_Char sep[] = { NS_SEP, 0 };
+    size_t *prev = mem_enter(pp);
+    pp->p = XML_ParserCreate_MM("UTF-8", &parser_mem, sep);
+    mem_leave(prev);
+    if (pp->p == NULL) {
+        free(pp);
+        return NULL;
+    }
+    return pp;
 }
 
 static int
 parser_create(struct xml_stream *s)
 {
     /* a pooled parser keeps its namespace separator and triplet mode across a reset */
-    s->p = parser_pool_n > 0 ? parser_pool[--parser_pool_n] : XML_ParserCreateNS("UTF-8", NS_SEP);
-    if (s->p == NULL)
+    s->pp = parser_get();
+    if (s->pp == NULL)
         return -1;
+    s->p = s->pp->p;
     live_parsers++;
     XML_SetUserData(s->p, s);
     XML_SetReturnNSTriplet(s->p, XML_TRUE);   /* names carry the prefix: record_qname() */
@@ -931,14 +1097,16 @@ parser_create(struct xml_stream *s)
 #endif
     s->fed = 0;
     s->boundary = 0;
+    s->ns_decls = 0;
     return 0;
 }
 
 static void
 parser_drop(struct xml_stream *s)
 {
-    if (s->p) {
-        parser_put(s->p);
+    if (s->pp) {
+        parser_put(s->pp);
+        s->pp = NULL;
         s->p = NULL;
     }
     arena_free(&s->arena);
@@ -969,6 +1137,8 @@ reset_state(struct xml_stream *s)
     s->depth = 0;
     s->err = XML_OK;
     s->stopped = s->restart_pending = s->failed = s->closed = s->resumed = 0;
+    s->recycle_pending = 0;
+    s->ns_decls = 0;
 }
 
 void
@@ -1011,7 +1181,7 @@ parser_resume(struct xml_stream *s)
     if (s->decls)
         strbuf_add(&h, s->decls, s->decls_len);
     strbuf_add(&h, ">", 1);
-    if (h.failed || XML_Parse(s->p, h.data, (int)h.len, 0) != XML_STATUS_OK || s->depth != 1) {
+    if (h.failed || parser_parse(s->pp, h.data, (int)h.len) != XML_STATUS_OK || s->depth != 1) {
         strbuf_free(&h);
         return -1;
     }
@@ -1038,7 +1208,7 @@ xml_stream_feed(struct xml_stream *s, const char *data, size_t len)
         }
         /* partial input counts toward the stanza limit: never hand expat more
          * than one stanza's worth past the last complete item */
-        size_t chunk = len > (1u << 30) ? (1u << 30) : len;
+        size_t chunk = len > FEED_SLICE ? FEED_SLICE : len;
         if (s->lim->max_stanza) {
             uint64_t pending = s->fed - s->boundary;
             if (pending >= s->lim->max_stanza)
@@ -1046,11 +1216,21 @@ xml_stream_feed(struct xml_stream *s, const char *data, size_t len)
             else if (chunk > s->lim->max_stanza - pending)
                 chunk = (size_t)(s->lim->max_stanza - pending);
         }
+        /* and to the header's own limit until its '>': a header that never
+         * ends costs at most that much, and expat, which scans an unfinished
+         * tag again from its start on every feed, no more than that squared */
+        size_t hlim = header_limit(s);
+        if (s->depth == 0) {
+            if (s->fed >= hlim)
+                set_error(s, XML_E_TOO_BIG, "stream header");
+            else if (chunk > hlim - s->fed)
+                chunk = (size_t)(hlim - s->fed);
+        }
         uint64_t start = s->fed;
         enum XML_Status st = XML_STATUS_OK;
         if (s->err == XML_OK) {
             s->in_parse = 1;
-            st = XML_Parse(s->p, data, (int)chunk, 0);
+            st = parser_parse(s->pp, data, (int)chunk);
             s->in_parse = 0;
         }
         if (s->restart_pending && s->err == XML_OK) {
@@ -1062,6 +1242,21 @@ xml_stream_feed(struct xml_stream *s, const char *data, size_t len)
             len -= used;
             continue;
         }
+        if (s->recycle_pending && s->err == XML_OK && !s->stopped && !s->closed) {
+            /* at a stanza boundary: the next iteration resumes on a new parser */
+            size_t used = (size_t)(s->resume_at - start);
+            if (used > chunk)
+                used = chunk;
+            s->recycle_pending = 0;
+            parser_put(s->pp);
+            s->pp = NULL;
+            s->p = NULL;
+            strbuf_free(&s->text);
+            data += used;
+            len -= used;
+            continue;
+        }
+        s->recycle_pending = 0;
         if (s->stopped || s->closed)
             return -1;
         if (s->err == XML_OK && st != XML_STATUS_OK) {
@@ -1077,6 +1272,12 @@ xml_stream_feed(struct xml_stream *s, const char *data, size_t len)
         s->fed += chunk;
         data += chunk;
         len -= chunk;
+        if (s->depth == 0 && s->fed >= hlim) {
+            s->failed = 1;
+            if (s->cb->error)
+                s->cb->error(s->ud, XML_E_TOO_BIG, "stream header");
+            return -1;
+        }
         /* still incomplete after max_stanza bytes: it will be longer */
         if (s->depth >= 1 && s->lim->max_stanza && s->fed - s->boundary >= s->lim->max_stanza) {
             s->failed = 1;
@@ -1094,13 +1295,16 @@ xml_stream_release_idle(struct xml_stream *s)
     if (s->p == NULL || s->depth != 1 || s->cur || s->fed != s->boundary || s->failed ||
         s->stopped || s->hdr_qname == NULL)
         return 0;
-    parser_put(s->p);
+    parser_put(s->pp);
+    s->pp = NULL;
     s->p = NULL;
     strbuf_free(&s->text);
     return 1;
 }
 
 int xml_stream_depth(const struct xml_stream *s) { return s->depth; }
+
+size_t xml_stream_parser_bytes(const struct xml_stream *s) { return s->pp ? s->pp->bytes : 0; }
 
 void
 xml_stream_free(struct xml_stream **sp)

@@ -111,8 +111,17 @@ const char *xml_error_name(enum xml_error e);
 struct xml_limits {
     size_t   max_stanza;         /* bytes of one stanza, including partial input */
     unsigned max_depth;          /* element nesting, the stream element included */
-    unsigned max_attrs;          /* attributes per element */
+    unsigned max_attrs;          /* attributes per element, namespace declarations
+                                  * (xmlns, xmlns:p) included; the stream header too */
 };
+
+/* Bytes from the start of a stream (XML declaration included) to the '>' of
+ * its header, partial input included; beyond, the stream fails with
+ * XML_E_TOO_BIG, whatever the limits say. A fixed bound, not a setting: the
+ * largest honest header is about 3.3 KiB (a c2s 'from', a bare JID of 2047
+ * bytes at most, 'to', a domain of 1023, and xmlns, xmlns:stream, version,
+ * xml:lang and id in a few hundred more). */
+#define XML_MAX_HEADER 4096
 
 struct xml_stream_cb {
     /* Stream header. The node and its arena are the parser's, valid for the call. */
@@ -142,7 +151,15 @@ void xml_stream_stop(struct xml_stream *s);
  * until the next byte arrives. Returns 1 if released. */
 int  xml_stream_release_idle(struct xml_stream *s);
 int  xml_stream_depth(const struct xml_stream *s);
+/* Heap bytes held by the stream's expat parser now (0 when released). */
+size_t xml_stream_parser_bytes(const struct xml_stream *s);
 size_t xml_stream_live_parsers(void);      /* expat parsers in use now, all streams */
+/* The pool of idle parsers: how many, and the heap bytes they hold. A parser
+ * that grew past XML_PARSER_POOL_KEEP (a big stanza or header, many namespace
+ * bindings or attribute names) is freed instead of pooled. */
+#define XML_PARSER_POOL_KEEP (32u * 1024)
+size_t xml_parser_pool_count(void);
+size_t xml_parser_pool_bytes(void);
 void   xml_parser_pool_drain(void);         /* free the pool of idle parsers (at exit) */
 void xml_stream_free(struct xml_stream **s);
 

@@ -869,10 +869,20 @@ static const struct stream_case stream_cases[] = {
       "open|<a p='1' q='2' r='3' s='4'/>|", 0 },
     { "5 attributes of 4", HDR "<a p='1' q='2' r='3' s='4' t='5'/>", { 65536, 32, 4 }, NULL,
       "open|error:TOO_MANY_ATTRS|", -1 },
-    { "namespace declarations are not attributes",
+    /* namespace declarations count as attributes (the header's 2 + to + version = 4) */
+    { "namespace declarations count: 2 + 2 of 4",
+      HDR "<a xmlns='urn:a' xmlns:x='urn:x' p='1' x:s='4'/>", { 65536, 32, 4 }, NULL,
+      "open|<a xmlns='urn:a' p='1' xmlns:a0='urn:x' a0:s='4'/>|", 0 },
+    { "namespace declarations count: 3 + 4 of 4",
       HDR "<a xmlns='urn:a' xmlns:x='urn:x' xmlns:y='urn:y' p='1' q='2' r='3' x:s='4'/>", { 65536, 32, 4 }, NULL,
-      "open|<a xmlns='urn:a' p='1' q='2' r='3' xmlns:a0='urn:x' a0:s='4'/>|", 0 },
-    { "attribute limit on a child", HDR "<a><b p='1' q='2' r='3'/></a>", { 65536, 32, 2 }, NULL,
+      "open|error:TOO_MANY_ATTRS|", -1 },
+    { "namespace declarations count: 5 alone of 4",
+      HDR "<a xmlns='urn:a' xmlns:v='urn:v' xmlns:w='urn:w' xmlns:x='urn:x' xmlns:y='urn:y'/>", { 65536, 32, 4 },
+      NULL, "open|error:TOO_MANY_ATTRS|", -1 },
+    { "namespace declarations count on a child",
+      HDR "<a xmlns:v='urn:v'><b xmlns:v='urn:v' xmlns:w='urn:w' xmlns:x='urn:x' xmlns:y='urn:y' v:p='1'/></a>",
+      { 65536, 32, 4 }, NULL, "open|error:TOO_MANY_ATTRS|", -1 },
+    { "attribute limit on a child", HDR "<a><b p='1' q='2' r='3' s='4' t='5'/></a>", { 65536, 32, 4 }, NULL,
       "open|error:TOO_MANY_ATTRS|", -1 },
     { "attribute limit on the header", HDR, { 65536, 32, 1 }, NULL, "error:TOO_MANY_ATTRS|", -1 },
     /* namespaces */
@@ -1142,9 +1152,9 @@ static void
 test_stream_restart_after_limit_error(void **state)
 {
     (void)state;
-    static const char *bad[] = { HDR "<a><!-- x -->", HDR "<a p='1' q='2' r='3'/>", HDR NEST8 };
+    static const char *bad[] = { HDR "<a><!-- x -->", HDR "<a p='1' q='2' r='3' s='4' t='5'/>", HDR NEST8 };
     static const char *tag[] = { "RESTRICTED", "TOO_MANY_ATTRS", "TOO_DEEP" };
-    struct xml_limits lim = { 65536, 8, 2 };
+    struct xml_limits lim = { 65536, 8, 4 };    /* the header has 2 namespaces and 2 attributes */
     for (int i = 0; i < 3; i++) {
         struct rec r;
         rec_init(&r);
@@ -2161,6 +2171,495 @@ test_regression_arena_alloc_overflow(void **state)
     arena_free(&a);
 }
 
+/* ---- hardening item 2: what a stream header may cost ------------------------------ *
+ * A probe sent 200 headers of 500 KB each, made of 5 200 xmlns:pN declarations: the
+ * server grew by 400 MB and kept it. Each test below failed on the code before. */
+
+/* the server's default limits (src/conf.c): stanza 512 KiB, depth 64, attributes 64 */
+static const struct xml_limits server_limits = { 524288, 64, 64 };
+
+#define STREAM_NS_DECLS "xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'"
+
+/* "<stream:stream xmlns=.. xmlns:stream=.. to='localhost'" + n declarations
+ * xmlns:pI='urn:example:padding:I:<pad x's>' (+ "'>" when closed); malloc'd */
+static char *
+decl_header(int n, size_t pad, int closed, size_t *len)
+{
+    struct strbuf b;
+    strbuf_init(&b);
+    strbuf_adds(&b, "<stream:stream " STREAM_NS_DECLS " to='localhost'");
+    char *padding = malloc(pad + 1);
+    assert_non_null(padding);
+    memset(padding, 'x', pad);
+    padding[pad] = '\0';
+    for (int i = 0; i < n; i++)
+        strbuf_addf(&b, " xmlns:p%d='urn:example:padding:%d:%s'", i, i, padding);
+    free(padding);
+    if (closed)
+        strbuf_adds(&b, ">");
+    assert_false(b.failed);
+    *len = b.len;
+    return b.data;
+}
+
+static void
+test_header_many_namespace_decls(void **state)
+{
+    (void)state;
+    static const size_t steps[] = { 0, 1, 16384 };
+    size_t len;
+    /* 70 short declarations: about 1.5 KiB, well under the header's byte limit */
+    char *in = decl_header(70, 0, 1, &len);
+    assert_true(len < XML_MAX_HEADER);
+    for (size_t k = 0; k < 3; k++) {
+        struct rec r;
+        rec_init(&r);
+        struct xml_stream *s = rec_stream(&r, &server_limits, NULL);
+        assert_int_equal(feed_steps(s, in, len, steps[k], NULL), -1);
+        assert_string_equal(rec_log(&r), "error:TOO_MANY_ATTRS|");
+        xml_stream_free(&s);
+        rec_free(&r);
+    }
+    free(in);
+    /* the probe's header: 5 200 declarations, 500 KB, never closed or closed */
+    for (int closed = 0; closed < 2; closed++) {
+        in = decl_header(5200, 60, closed, &len);
+        assert_true(len > 500000);
+        for (size_t k = 0; k < 3; k++) {
+            struct rec r;
+            rec_init(&r);
+            struct xml_stream *s = rec_stream(&r, &server_limits, NULL);
+            size_t before;
+            assert_int_equal(feed_steps(s, in, len, steps[k], &before), -1);
+            assert_string_equal(rec_log(&r), "error:TOO_BIG|");
+            assert_int_equal(r.opens, 0);
+            assert_true(before < XML_MAX_HEADER);           /* refused within the limit */
+            /* and expat never held much of it (2.5 MB before) */
+            assert_true(xml_stream_parser_bytes(s) <= XML_PARSER_POOL_KEEP);
+            xml_stream_free(&s);
+            rec_free(&r);
+        }
+        free(in);
+    }
+    /* a handful of declarations (s2s-like and more) and attributes pass, and
+     * their prefixes work in stanzas, also after an idle release */
+    static const char ok[] =
+        "<?xml version='1.0'?><stream:stream " STREAM_NS_DECLS " xmlns:db='jabber:server:dialback' "
+        "xmlns:a='urn:a' xmlns:b='urn:b' xmlns:c='urn:c' to='localhost' from='u@localhost' "
+        "version='1.0' xml:lang='en' id='x1'>";
+    for (size_t k = 0; k < 3; k++) {
+        struct rec r;
+        rec_init(&r);
+        struct xml_stream *s = rec_stream(&r, &server_limits, NULL);
+        assert_int_equal(feed_steps(s, ok, strlen(ok), steps[k], NULL), 0);
+        assert_int_equal(feed_str(s, "<a:x/>"), 0);
+        assert_int_equal(xml_stream_release_idle(s), 1);
+        assert_int_equal(feed_str(s, "<c:y b:z='1'/>"), 0);
+        assert_string_equal(rec_log(&r), "open|<x xmlns='urn:a'/>|<y xmlns='urn:c' xmlns:a0='urn:b' a0:z='1'/>|");
+        xml_stream_free(&s);
+        rec_free(&r);
+    }
+}
+
+static void
+test_stanza_many_namespace_decls(void **state)
+{
+    (void)state;
+    /* 100 declarations on a <message> when max_attrs is 64 */
+    struct strbuf b;
+    strbuf_init(&b);
+    strbuf_adds(&b, HDR "<message to='a@localhost'");
+    for (int i = 0; i < 100; i++)
+        strbuf_addf(&b, " xmlns:p%d='urn:p:%d'", i, i);
+    strbuf_adds(&b, "><body>hi</body></message>");
+    assert_false(b.failed);
+    struct rec r;
+    rec_init(&r);
+    struct xml_stream *s = rec_stream(&r, &server_limits, NULL);
+    assert_int_equal(feed_steps(s, b.data, b.len, 0, NULL), -1);
+    assert_string_equal(rec_log(&r), "open|error:TOO_MANY_ATTRS|");
+    xml_stream_free(&s);
+    rec_free(&r);
+    strbuf_free(&b);
+    /* 60 declarations + 4 attributes = 64 pass; 61 + 4 do not. Declarations
+     * count per element: a child may declare 60 more. */
+    for (int n = 60; n <= 61; n++) {
+        strbuf_init(&b);
+        strbuf_adds(&b, HDR "<message to='a@localhost' id='1' type='chat' xml:lang='en'");
+        for (int i = 0; i < n; i++)
+            strbuf_addf(&b, " xmlns:p%d='urn:p:%d'", i, i);
+        strbuf_adds(&b, "><p59:x");
+        for (int i = 0; i < 60; i++)
+            strbuf_addf(&b, " xmlns:q%d='urn:q:%d'", i, i);
+        strbuf_adds(&b, "/></message>");
+        assert_false(b.failed);
+        rec_init(&r);
+        s = rec_stream(&r, &server_limits, NULL);
+        assert_int_equal(feed_steps(s, b.data, b.len, 0, NULL), n == 60 ? 0 : -1);
+        assert_int_equal(r.stanzas, n == 60 ? 1 : 0);
+        assert_int_equal(r.errors, n == 60 ? 0 : 1);
+        if (n == 61)
+            assert_int_equal(r.err, XML_E_TOO_MANY_ATTRS);
+        xml_stream_free(&s);
+        rec_free(&r);
+        strbuf_free(&b);
+    }
+}
+
+/* A header padded (in 'to') to exactly `len` bytes, XML declaration included. */
+static char *
+header_of_size(size_t len, int closed)
+{
+    static const char head[] = "<?xml version='1.0'?><stream:stream " STREAM_NS_DECLS " version='1.0' to='";
+    size_t fixed = strlen(head) + 2;        /* "'>" */
+    assert_true(len > fixed);
+    char *h = malloc(len + 1);
+    assert_non_null(h);
+    memcpy(h, head, strlen(head));
+    memset(h + strlen(head), 'd', len - fixed);
+    memcpy(h + len - 2, closed ? "'>" : "dd", 2);
+    h[len] = '\0';
+    return h;
+}
+
+static void
+test_header_byte_limit(void **state)
+{
+    (void)state;
+    static const size_t steps[] = { 0, 1, 7, 4096 };
+    for (size_t k = 0; k < 4; k++) {
+        /* exactly the limit, '>' included: passes, and a stanza follows */
+        char *h = header_of_size(XML_MAX_HEADER, 1);
+        struct rec r;
+        rec_init(&r);
+        struct xml_stream *s = rec_stream(&r, &server_limits, NULL);
+        assert_int_equal(feed_steps(s, h, XML_MAX_HEADER, steps[k], NULL), 0);
+        assert_int_equal(feed_str(s, "<a/>"), 0);
+        assert_string_equal(rec_log(&r), "open|<a/>|");
+        xml_stream_free(&s);
+        rec_free(&r);
+        free(h);
+        /* one byte more: refused */
+        h = header_of_size(XML_MAX_HEADER + 1, 1);
+        rec_init(&r);
+        s = rec_stream(&r, &server_limits, NULL);
+        assert_int_equal(feed_steps(s, h, XML_MAX_HEADER + 1, steps[k], NULL), -1);
+        assert_string_equal(rec_log(&r), "error:TOO_BIG|");
+        xml_stream_free(&s);
+        rec_free(&r);
+        free(h);
+    }
+    /* a header that never ends, fed byte by byte: refused at the feed of byte
+     * XML_MAX_HEADER, although far under the stanza limit */
+    size_t big = 3 * XML_MAX_HEADER;
+    char *h = header_of_size(big, 0);
+    struct rec r;
+    rec_init(&r);
+    struct xml_stream *s = rec_stream(&r, &server_limits, NULL);
+    size_t before;
+    assert_int_equal(feed_steps(s, h, big, 1, &before), -1);
+    assert_int_equal(before, XML_MAX_HEADER - 1);
+    assert_string_equal(rec_log(&r), "error:TOO_BIG|");
+    assert_int_equal(xml_stream_feed(s, "'>", 2), -1);         /* final */
+    assert_int_equal(r.errors, 1);
+    xml_stream_free(&s);
+    rec_free(&r);
+    /* ... and in one piece of 12 KiB */
+    rec_init(&r);
+    s = rec_stream(&r, &server_limits, NULL);
+    assert_int_equal(feed_steps(s, h, big, 0, NULL), -1);
+    assert_string_equal(rec_log(&r), "error:TOO_BIG|");
+    xml_stream_free(&s);
+    rec_free(&r);
+    free(h);
+    /* the limit is per header: a stream restarted in a callback (after SASL)
+     * counts again from its own start, after 10 KB of stanzas */
+    struct strbuf b;
+    strbuf_init(&b);
+    strbuf_adds(&b, HDR);
+    for (int i = 0; i < 400; i++)
+        strbuf_adds(&b, "<iq type='get' id='q'/>");
+    strbuf_adds(&b, "<auth/>");
+    h = header_of_size(XML_MAX_HEADER, 1);
+    strbuf_adds(&b, h);
+    strbuf_adds(&b, "<b/>");
+    free(h);
+    assert_false(b.failed);
+    assert_true(b.len > 2 * XML_MAX_HEADER);
+    rec_init(&r);
+    r.restart_after = 401;
+    s = rec_stream(&r, &server_limits, NULL);
+    assert_int_equal(feed_steps(s, b.data, b.len, 0, NULL), 0);
+    assert_int_equal(r.opens, 2);
+    assert_int_equal(r.stanzas, 402);
+    assert_int_equal(r.errors, 0);
+    xml_stream_free(&s);
+    rec_free(&r);
+    strbuf_free(&b);
+    /* and a second header that does not end is refused like the first */
+    strbuf_init(&b);
+    strbuf_adds(&b, HDR "<auth/>");
+    h = header_of_size(2 * XML_MAX_HEADER, 0);
+    strbuf_adds(&b, h);
+    free(h);
+    rec_init(&r);
+    r.restart_after = 1;
+    s = rec_stream(&r, &server_limits, NULL);
+    assert_int_equal(feed_steps(s, b.data, b.len, 1, NULL), -1);
+    assert_string_equal(rec_log(&r), "open|<auth/>|error:TOO_BIG|");
+    xml_stream_free(&s);
+    rec_free(&r);
+    strbuf_free(&b);
+}
+
+/* The copy of the header's declarations kept for the stream's life is bounded
+ * by the header limit too, even where escaping makes it longer than the input. */
+static void
+test_header_decls_copy_bounded(void **state)
+{
+    (void)state;
+    struct strbuf b;
+    strbuf_init(&b);
+    strbuf_adds(&b, "<stream:stream " STREAM_NS_DECLS " xmlns:q=\"");
+    for (int i = 0; i < 700; i++)
+        strbuf_add(&b, "'", 1);          /* 1 byte in, 6 ("&apos;") in the copy */
+    strbuf_adds(&b, "\">");
+    assert_false(b.failed);
+    assert_true(b.len < XML_MAX_HEADER);
+    struct rec r;
+    rec_init(&r);
+    struct xml_stream *s = rec_stream(&r, &server_limits, NULL);
+    assert_int_equal(feed_steps(s, b.data, b.len, 0, NULL), -1);
+    assert_string_equal(rec_log(&r), "error:TOO_BIG|");
+    xml_stream_free(&s);
+    rec_free(&r);
+    strbuf_free(&b);
+}
+
+/* Headers as clients send them pass under the server's limits, and so does the
+ * longest honest one: a bare JID of 2047 bytes in 'from', a 1023-byte domain. */
+static void
+test_header_client_headers(void **state)
+{
+    (void)state;
+    static const char *hdrs[] = {
+        /* Conversations (after TLS: with from) */
+        "<?xml version='1.0'?><stream:stream from='juliet@example.org' to='example.org' version='1.0' "
+        "xml:lang='en' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>",
+        /* Gajim (nbxmpp) */
+        "<?xml version=\"1.0\"?><stream:stream xmlns=\"jabber:client\" "
+        "xmlns:stream=\"http://etherx.jabber.org/streams\" version=\"1.0\" to=\"example.org\" "
+        "xml:lang=\"en\" from=\"juliet@example.org\">",
+        /* Dino / libstrophe style, no XML declaration */
+        "<stream:stream to='example.org' xml:lang='en' version='1.0' xmlns='jabber:client' "
+        "xmlns:stream='http://etherx.jabber.org/streams'>",
+    };
+    for (size_t i = 0; i < sizeof hdrs / sizeof hdrs[0]; i++) {
+        for (size_t step = 0; step < 2; step++) {
+            struct rec r;
+            rec_init(&r);
+            struct xml_stream *s = rec_stream(&r, &server_limits, NULL);
+            assert_int_equal(feed_steps(s, hdrs[i], strlen(hdrs[i]), step, NULL), 0);
+            assert_int_equal(feed_str(s, "<presence/>"), 0);
+            assert_string_equal(rec_log(&r), "open|<presence/>|");
+            assert_string_equal(r.hdr_to, "example.org");
+            assert_string_equal(r.hdr_lang, "en");
+            assert_true(r.hdr_ns_ok);
+            xml_stream_free(&s);
+            rec_free(&r);
+        }
+    }
+    /* the longest honest header */
+    char *local = malloc(1024), *domain = malloc(1024);
+    assert_non_null(local);
+    assert_non_null(domain);
+    memset(local, 'l', 1023);
+    local[1023] = '\0';
+    memset(domain, 'd', 1023);
+    for (int i = 63; i < 1023; i += 64)
+        domain[i] = '.';                 /* labels of 63 */
+    domain[1023] = '\0';
+    struct strbuf b;
+    strbuf_init(&b);
+    strbuf_addf(&b, "<?xml version='1.0' encoding='UTF-8'?><stream:stream " STREAM_NS_DECLS
+                " from='%s@%s' to='%s' version='1.0' xml:lang='en-GB' id='0123456789abcdef0123456789abcdef'>",
+                local, domain, domain);
+    assert_false(b.failed);
+    assert_true(b.len < XML_MAX_HEADER);
+    struct rec r;
+    rec_init(&r);
+    struct xml_stream *s = rec_stream(&r, &server_limits, NULL);
+    assert_int_equal(feed_steps(s, b.data, b.len, 1, NULL), 0);
+    assert_string_equal(rec_log(&r), "open|");
+    xml_stream_free(&s);
+    rec_free(&r);
+    strbuf_free(&b);
+    free(local);
+    free(domain);
+}
+
+/* The pool of idle parsers keeps only small ones: a parser that held a big
+ * stanza, or many namespace bindings, is freed when its stream goes idle. */
+static void
+test_pool_keeps_small_parsers_only(void **state)
+{
+    (void)state;
+    xml_parser_pool_drain();
+    assert_int_equal(xml_parser_pool_count(), 0);
+    assert_int_equal(xml_parser_pool_bytes(), 0);
+    /* an ordinary stream: its parser goes back to the pool */
+    struct rec r;
+    rec_init(&r);
+    struct xml_stream *s = rec_stream(&r, &server_limits, NULL);
+    assert_int_equal(feed_str(s, HDR "<message to='a@localhost'><body>hi</body></message>"), 0);
+    size_t small = xml_stream_parser_bytes(s);
+    assert_true(small > 0 && small <= XML_PARSER_POOL_KEEP);
+    assert_int_equal(xml_stream_release_idle(s), 1);
+    assert_int_equal(xml_stream_parser_bytes(s), 0);
+    assert_int_equal(xml_parser_pool_count(), 1);
+    size_t pooled = xml_parser_pool_bytes();
+    assert_true(pooled > 0 && pooled <= XML_PARSER_POOL_KEEP);
+    xml_stream_free(&s);
+    rec_free(&r);
+    /* a stanza of 100 KB in one start tag: the parser grew (its input buffer) */
+    size_t n = 100000;
+    char *big = malloc(n + 64);
+    assert_non_null(big);
+    strcpy(big, "<message id='");
+    memset(big + strlen(big), 'v', n);
+    strcpy(big + 13 + n, "'/>");
+    rec_init(&r);
+    s = rec_stream(&r, &server_limits, NULL);
+    assert_int_equal(feed_str(s, HDR), 0);
+    assert_int_equal(xml_parser_pool_count(), 0);               /* took the pooled one */
+    assert_int_equal(feed_steps(s, big, strlen(big), 16384, NULL), 0);
+    assert_int_equal(r.stanzas, 1);
+    assert_true(xml_stream_parser_bytes(s) > XML_PARSER_POOL_KEEP);
+    assert_int_equal(xml_stream_release_idle(s), 1);
+    assert_int_equal(xml_parser_pool_count(), 0);               /* freed, not pooled */
+    assert_int_equal(xml_parser_pool_bytes(), 0);
+    xml_stream_free(&s);
+    rec_free(&r);
+    free(big);
+    /* 400 KB: replaced at the end of the stanza already, and not pooled either */
+    n = 400000;
+    big = malloc(n + 64);
+    assert_non_null(big);
+    strcpy(big, "<message id='");
+    memset(big + strlen(big), 'v', n);
+    strcpy(big + 13 + n, "'/>");
+    rec_init(&r);
+    s = rec_stream(&r, &server_limits, NULL);
+    assert_int_equal(feed_str(s, HDR), 0);
+    assert_int_equal(feed_steps(s, big, strlen(big), 16384, NULL), 0);
+    assert_int_equal(r.stanzas, 1);
+    assert_true(xml_stream_parser_bytes(s) <= XML_PARSER_POOL_KEEP);
+    assert_int_equal(xml_parser_pool_count(), 0);
+    assert_int_equal(feed_str(s, "<a/>"), 0);                  /* goes on, on a new parser */
+    assert_string_equal(rec_log(&r) + strlen(rec_log(&r)) - 5, "<a/>|");
+    xml_stream_release_idle(s);
+    xml_stream_free(&s);
+    rec_free(&r);
+    free(big);
+    xml_parser_pool_drain();
+    /* many namespace bindings at once: 60 declarations on each of 10 levels
+     * (a stanza of 30 KB; expat keeps the bindings on a free list) */
+    struct strbuf b;
+    strbuf_init(&b);
+    for (int d = 0; d < 10; d++) {
+        strbuf_adds(&b, "<x");
+        for (int i = 0; i < 60; i++)
+            strbuf_addf(&b, " xmlns:p%d_%d='urn:example:a-longer-namespace:%d:%d'", d, i, d, i);
+        strbuf_adds(&b, ">");
+    }
+    for (int d = 0; d < 10; d++)
+        strbuf_adds(&b, "</x>");
+    assert_false(b.failed);
+    assert_true(b.len < 32 * 1024);
+    rec_init(&r);
+    s = rec_stream(&r, &server_limits, NULL);
+    assert_int_equal(feed_str(s, HDR), 0);
+    assert_int_equal(feed_steps(s, b.data, b.len, 4096, NULL), 0);
+    assert_int_equal(r.stanzas, 1);
+    assert_true(xml_stream_parser_bytes(s) > XML_PARSER_POOL_KEEP);
+    assert_int_equal(xml_stream_release_idle(s), 1);
+    assert_int_equal(xml_parser_pool_count(), 0);
+    xml_stream_free(&s);
+    rec_free(&r);
+    strbuf_free(&b);
+    /* streams freed while busy give their small parsers back */
+    struct rec rs[3];
+    struct xml_stream *ss[3];
+    for (int i = 0; i < 3; i++) {
+        rec_init(&rs[i]);
+        ss[i] = rec_stream(&rs[i], &server_limits, NULL);
+        assert_int_equal(feed_str(ss[i], HDR "<a/><b"), 0);
+    }
+    for (int i = 0; i < 3; i++) {
+        xml_stream_free(&ss[i]);
+        rec_free(&rs[i]);
+    }
+    assert_int_equal(xml_parser_pool_count(), 3);
+    assert_true(xml_parser_pool_bytes() <= 3 * XML_PARSER_POOL_KEEP);
+    xml_parser_pool_drain();
+    assert_int_equal(xml_parser_pool_count(), 0);
+    assert_int_equal(xml_parser_pool_bytes(), 0);
+}
+
+/* A stream that is never idle (a partial stanza pending after every feed, so
+ * no idle release) with a new attribute name in every stanza: expat keeps each
+ * name until a reset, so the parser is replaced at a stanza boundary once it
+ * grew, and no stanza is lost or doubled on the way. */
+struct uniq_ctx { int n, bad; };
+
+static void
+inspect_uniq(struct rec *r, struct xml_node *el)
+{
+    struct uniq_ctx *c = r->ctx;
+    char name[16];
+    snprintf(name, sizeof name, "n%d", c->n);
+    if (el->attrs == NULL || strcmp(el->attrs->name, name) != 0 || strcmp(el->name, "a") != 0)
+        c->bad++;
+    c->n++;
+}
+
+static void
+test_parser_replaced_when_grown(void **state)
+{
+    (void)state;
+    enum { N = 40000 };
+    struct strbuf b;
+    strbuf_init(&b);
+    strbuf_adds(&b, HDR);
+    for (int i = 0; i < N; i++)
+        strbuf_addf(&b, "<a n%d='v'/>", i);
+    assert_false(b.failed);
+    struct rec r;
+    rec_init(&r);
+    struct uniq_ctx ctx = { 0, 0 };
+    r.inspect = inspect_uniq;
+    r.ctx = &ctx;
+    r.content_ns = XML_NS_CLIENT;
+    struct xml_stream *s = rec_stream(&r, &server_limits, NULL);
+    size_t max_bytes = 0;
+    for (size_t off = 0; off < b.len; off += 997) {
+        size_t n = b.len - off < 997 ? b.len - off : 997;
+        assert_int_equal(xml_stream_feed(s, b.data + off, n), 0);
+        if (xml_stream_parser_bytes(s) > max_bytes)
+            max_bytes = xml_stream_parser_bytes(s);
+    }
+    assert_int_equal(ctx.n, N);
+    assert_int_equal(ctx.bad, 0);
+    assert_int_equal(r.errors, 0);
+    assert_true(max_bytes < 512 * 1024);
+    /* the header's state survived the replacements */
+    assert_int_equal(feed_str(s, "</stream:stream>"), -1);
+    assert_int_equal(r.closes, 1);
+    xml_stream_free(&s);
+    rec_free(&r);
+    strbuf_free(&b);
+}
+
 int
 main(void)
 {
@@ -2221,6 +2720,13 @@ main(void)
         cmocka_unit_test(test_regression_copy_null_ns),
         cmocka_unit_test(test_regression_restart_outside_callback),
         cmocka_unit_test(test_regression_arena_alloc_overflow),
+        cmocka_unit_test(test_header_many_namespace_decls),
+        cmocka_unit_test(test_stanza_many_namespace_decls),
+        cmocka_unit_test(test_header_byte_limit),
+        cmocka_unit_test(test_header_decls_copy_bounded),
+        cmocka_unit_test(test_header_client_headers),
+        cmocka_unit_test(test_pool_keeps_small_parsers_only),
+        cmocka_unit_test(test_parser_replaced_when_grown),
     };
     /* e.g. XML_TEST_FILTER='test_regression_*' to run some tests only */
     const char *filter = getenv("XML_TEST_FILTER");
