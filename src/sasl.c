@@ -53,6 +53,11 @@ static const char COND_INVALID_MECH[] = "invalid-mechanism";
 static const char COND_ENCRYPTION[] = "encryption-required";
 static const char COND_TEMPORARY[] = "temporary-auth-failure";
 
+/* RFC 5802 server-error-values, for sasl_fail_detail() */
+static const char DETAIL_CB_TYPE[] = "unsupported-channel-binding-type";
+static const char DETAIL_CB_DOWNGRADE[] = "server-does-support-channel-binding";
+static const char DETAIL_CB_MISMATCH[] = "channel-bindings-dont-match";
+
 /* ---- mechanisms ------------------------------------------------------- */
 
 enum mech_kind { MECH_SCRAM, MECH_PLAIN };
@@ -110,6 +115,20 @@ size_t sasl_mechanisms(const struct sasl_conn_info *ci, const char *names[], siz
         if (mech_allowed(&mechs[i], ci, &cond))
             names[n++] = mechs[i].name;
     }
+    return n;
+}
+
+size_t sasl_cb_types(const struct sasl_conn_info *ci, const char **out, size_t max)
+{
+    size_t n = 0;
+    if (ci == NULL || out == NULL || !ci->tls)
+        return 0;
+    if (n < max && ci->cb_exporter != NULL && ci->cb_exporter_len > 0)
+        out[n++] = "tls-exporter";
+    if (n < max && ci->cb_endpoint != NULL && ci->cb_endpoint_len > 0)
+        out[n++] = "tls-server-end-point";
+    if (n < max && ci->cb_unique != NULL && ci->cb_unique_len > 0)
+        out[n++] = "tls-unique";
     return n;
 }
 
@@ -383,7 +402,8 @@ struct sasl_session {
     sasl_lookup_fn lookup;
     void *lookup_ctx;
     enum state state;
-    int empty_seen;          /* an empty first message got an empty challenge */
+    int empty_seen;          /* "no initial response" got an empty challenge */
+    const char *detail;      /* RFC 5802 server-error-value of the failure, or NULL */
     int proof_checked;       /* a password or proof was checked (a failure is a guess) */
     char *username;          /* un-escaped authcid */
     char *authzid;           /* un-escaped authzid or NULL */
@@ -454,6 +474,11 @@ int sasl_proof_checked(const struct sasl_session *s)
     return s != NULL && s->proof_checked;
 }
 
+const char *sasl_fail_detail(const struct sasl_session *s)
+{
+    return (s != NULL && s->state == ST_FAILED) ? s->detail : NULL;
+}
+
 const char *sasl_mechanism(const struct sasl_session *s)
 {
     return s != NULL ? s->mech->name : NULL;
@@ -499,6 +524,14 @@ static enum sasl_result fail(struct sasl_session *s, const char *cond, const cha
     s->state = ST_FAILED;
     *condition = cond;
     return SASL_FAIL;
+}
+
+/* The same with a sasl_fail_detail(). */
+static enum sasl_result fail_detail(struct sasl_session *s, const char *cond, const char *detail,
+                                    const char **condition)
+{
+    s->detail = detail;
+    return fail(s, cond, condition);
 }
 
 /* ---- SCRAM ------------------------------------------------------------ */
@@ -668,14 +701,15 @@ static enum sasl_result scram_first(struct sasl_session *s, const char *msg, siz
             cbdata = s->ci.cb_unique;
             cbdata_len = s->ci.cb_unique_len;
         }
+        /* a type we do not know, or have no data for on this connection */
         if (cbdata == NULL || cbdata_len == 0)
-            return fail(s, COND_NOT_AUTHORIZED, condition);
+            return fail_detail(s, COND_NOT_AUTHORIZED, DETAIL_CB_TYPE, condition);
     } else {
         if (s->mech->plus)
             return fail(s, COND_NOT_AUTHORIZED, condition);
         /* "y": the client could bind but thinks we can't; we offered -PLUS. */
         if (flag == 'y' && cb_offered(&s->ci))
-            return fail(s, COND_NOT_AUTHORIZED, condition);
+            return fail_detail(s, COND_NOT_AUTHORIZED, DETAIL_CB_DOWNGRADE, condition);
     }
 
     /* Expected c= value. */
@@ -782,8 +816,10 @@ static enum sasl_result scram_final(struct sasl_session *s, const char *msg, siz
 
     /* Channel binding and nonce must match what was agreed. */
     cond = COND_NOT_AUTHORIZED;
-    if (cb_len != s->cbind_len || CRYPTO_memcmp(cb, s->cbind, cb_len) != 0)
+    if (cb_len != s->cbind_len || CRYPTO_memcmp(cb, s->cbind, cb_len) != 0) {
+        s->detail = DETAIL_CB_MISMATCH;
         goto out;
+    }
     if (r_len != s->nonce_len || memcmp(r, s->nonce, r_len) != 0)
         goto out;
 
@@ -945,21 +981,23 @@ enum sasl_result sasl_step(struct sasl_session *s, const uint8_t *in, size_t inl
         s->out = NULL;
         s->out_len = 0;
     }
+    s->detail = NULL; /* describes this step's failure only */
     if (s->state == ST_DONE || s->state == ST_FAILED)
         return fail(s, COND_MALFORMED, condition);
     if ((in == NULL && inlen > 0) || inlen > SASL_MAX_MESSAGE)
         return fail(s, COND_MALFORMED, condition);
-    if (in == NULL)
-        in = (const uint8_t *)""; /* no pointer arithmetic on NULL below */
-
-    if (s->state == ST_START && inlen == 0) {
-        /* <auth/> without initial response: ask for it once. */
-        if (s->empty_seen)
+    if (in == NULL) {
+        /* no initial response (<auth/> without text): ask for it, once, first */
+        if (s->state != ST_START || s->empty_seen)
             return fail(s, COND_MALFORMED, condition);
         s->empty_seen = 1;
         *out = (const uint8_t *)"";
         return SASL_CONTINUE;
     }
+    /* An empty message ("=" in XMPP): none of our mechanisms has one.  PLAIN
+     * is exactly one non-empty message (RFC 4616); SCRAM's are never empty. */
+    if (inlen == 0)
+        return fail(s, COND_MALFORMED, condition);
 
     if (s->mech->kind == MECH_PLAIN)
         return plain_step(s, in, inlen, out, outlen, condition);

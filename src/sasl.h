@@ -90,6 +90,13 @@ typedef int (*sasl_lookup_fn)(void *ctx, const char *username, enum sasl_hash h,
  * SCRAM-SHA-1, PLAIN (only when tls).  Returns the number stored. */
 size_t sasl_mechanisms(const struct sasl_conn_info *ci, const char *names[], size_t max);
 
+/* Fill `out` (up to `max` entries) with pointers to the static names of the
+ * channel-binding types this connection has data for, in this order:
+ * "tls-exporter", "tls-server-end-point", "tls-unique"; none without tls.
+ * These are the types a -PLUS exchange accepts, and what XEP-0440
+ * <sasl-channel-binding/> should list.  Returns the number stored. */
+size_t sasl_cb_types(const struct sasl_conn_info *ci, const char **out, size_t max);
+
 enum sasl_result { SASL_CONTINUE = 1, SASL_DONE = 0, SASL_FAIL = -1 };
 
 struct sasl_session;
@@ -103,10 +110,16 @@ struct sasl_session;
 struct sasl_session *sasl_start(const char *mech, const struct sasl_conn_info *ci,
                                 sasl_lookup_fn lookup, void *lookup_ctx, const char **condition);
 
-/* Feed one decoded client message (the initial response or a response; may
- * be empty).  An <auth/> without initial response is fed as an empty
- * message: the first empty message gets an empty challenge (SASL_CONTINUE),
- * a second one fails.
+/* Feed one decoded client message: the initial response or a response.
+ *
+ * in == NULL (inlen 0) means "no initial response" (an <auth/> without
+ * text): as the first call it gets an empty challenge (SASL_CONTINUE);
+ * anywhere else it fails with "malformed-request".  A caller may as well
+ * send that empty challenge itself and not call sasl_step().
+ * in != NULL with inlen 0 is an empty message (RFC 6120 6.4.2: "=" as the
+ * initial response or in <response/>): it fails with "malformed-request" for
+ * every mechanism here (PLAIN is exactly one non-empty message, RFC 4616;
+ * SCRAM messages are never empty).
  *
  * On SASL_CONTINUE: *out and *outlen is the challenge (owned by the session,
  * valid until the next call or sasl_free).
@@ -117,7 +130,8 @@ struct sasl_session *sasl_start(const char *mech, const struct sasl_conn_info *c
  *   "not-authorized"          bad password, unknown user (same answer for
  *                             both, and for SCRAM only at the final step),
  *                             channel binding refused or mismatched, wrong
- *                             nonce in client-final;
+ *                             nonce in client-final (sasl_fail_detail() tells
+ *                             the channel-binding cases apart);
  *   "malformed-request"       any syntax error, a NUL byte where none is
  *                             allowed, invalid UTF-8, a message larger than
  *                             SASL_MAX_MESSAGE, a step after the end;
@@ -147,6 +161,21 @@ void sasl_set_unknown_user_params(const uint8_t secret[32], uint32_t iterations)
  * after that is a wrong guess; one before it is negotiation (mechanism,
  * channel binding, syntax) and says nothing about the password. */
 int sasl_proof_checked(const struct sasl_session *s);
+
+/* After SASL_FAIL (and before sasl_free): the RFC 5802 server-error-value
+ * naming the cause when the condition alone does not, else NULL.  A static
+ * string; the condition stays "not-authorized" in each case:
+ *   "unsupported-channel-binding-type"  a -PLUS client-first asked for a
+ *       channel-binding type ("p=<type>") this connection does not have,
+ *       or one unknown to us; the caller can name the types it has
+ *       (sasl_cb_types()) in the <failure/>'s <text/>;
+ *   "server-does-support-channel-binding"  the "y" flag while -PLUS was
+ *       offered (a downgrade);
+ *   "channel-bindings-dont-match"  client-final's c= differs from the
+ *       header and binding data agreed in client-first.
+ * NULL before a failure, after success, and for every other failure
+ * (also for the "malformed-request" of a step after the end). */
+const char *sasl_fail_detail(const struct sasl_session *s);
 
 /* Free the session, wiping secrets (OPENSSL_cleanse); sets *s = NULL.
  * Accepts NULL and *s == NULL. */

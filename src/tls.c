@@ -7,7 +7,10 @@
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -59,15 +62,123 @@ tls_ctx_new(const char *cert_file, const char *key_file, char *err, size_t errle
     return ctx;
 }
 
-int
-tls_make_selfsigned(const char *host, const char *cert_file, const char *key_file, char *err, size_t errlen)
+/* errno text for `what path`, or the OpenSSL error queue when errno says nothing. */
+static void
+io_err(char *err, size_t errlen, const char *what, const char *path, int e)
 {
-    if (access(cert_file, R_OK) == 0 && access(key_file, R_OK) == 0)
-        return 0;
+    if (e != 0) {
+        snprintf(err, errlen, "%s %s: %s", what, path, strerror(e));
+        ERR_clear_error();
+        return;
+    }
+    char buf[300];
+    snprintf(buf, sizeof buf, "%s %s", what, path);
+    ssl_err(err, errlen, buf);
+}
+
+/* The folder of path ("." when it has none) into buf. 0, or -1 when it does not fit. */
+static int
+dir_of(const char *path, char *buf, size_t len)
+{
+    const char *slash = strrchr(path, '/');
+    if (slash == NULL)
+        return snprintf(buf, len, ".") < (int)len ? 0 : -1;
+    size_t n = slash == path ? 1 : (size_t)(slash - path);
+    if (n >= len)
+        return -1;
+    memcpy(buf, path, n);
+    buf[n] = '\0';
+    return 0;
+}
+
+/* fsync the folder of path, so that a rename into it survives a crash. 0 or -1 (err set). */
+static int
+sync_dir_of(const char *path, char *err, size_t errlen)
+{
+    char dir[4096];
+    if (dir_of(path, dir, sizeof dir) < 0) {
+        snprintf(err, errlen, "path too long: %s", path);
+        return -1;
+    }
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        io_err(err, errlen, "cannot open the folder", dir, errno);
+        return -1;
+    }
+    int rc = fsync(fd);
+    int e = errno;
+    close(fd);
+    if (rc < 0) {
+        io_err(err, errlen, "cannot sync the folder", dir, e);
+        return -1;
+    }
+    return 0;
+}
+
+/* Write the PEM of x (or, when x is NULL, of pkey) to a new temporary file
+ * next to path, with the given mode, flushed and fsync'ed. 0 and the
+ * malloc'ed temporary name in *tmp, or -1 with err set and nothing left on
+ * disk. */
+static int
+write_tmp(const char *path, EVP_PKEY *pkey, X509 *x, mode_t mode, char **tmp, char *err, size_t errlen)
+{
+    *tmp = NULL;
+    size_t n = strlen(path) + sizeof ".tmp-XXXXXX";
+    char *t = malloc(n);
+    if (t == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    snprintf(t, n, "%s.tmp-XXXXXX", path);
+    int fd = mkstemp(t); /* O_EXCL, mode 0600 */
+    if (fd < 0) {
+        io_err(err, errlen, "cannot create a file next to", path, errno);
+        free(t);
+        return -1;
+    }
+    if (fchmod(fd, mode) < 0) {
+        io_err(err, errlen, "cannot set the mode of", t, errno);
+        close(fd);
+        goto fail;
+    }
+    FILE *f = fdopen(fd, "w");
+    if (f == NULL) {
+        io_err(err, errlen, "cannot write", t, errno);
+        close(fd);
+        goto fail;
+    }
+    errno = 0;
+    int ok = x ? PEM_write_X509(f, x) : PEM_write_PrivateKey(f, pkey, NULL, NULL, 0, NULL, NULL);
+    if (ok && fflush(f) != 0)
+        ok = 0;
+    if (ok && fsync(fileno(f)) != 0)
+        ok = 0;
+    int e = errno;
+    if (fclose(f) != 0 && ok) {
+        ok = 0;
+        e = errno;
+    }
+    if (!ok) {
+        io_err(err, errlen, "cannot write", path, e);
+        goto fail;
+    }
+    *tmp = t;
+    return 0;
+fail:
+    unlink(t);
+    free(t);
+    return -1;
+}
+
+/* Make a new key and self-signed certificate for host and put them in place
+ * (key first): whatever was at the paths is replaced. 0 or -1 (err set). */
+static int
+make_pair(const char *host, const char *cert_file, const char *key_file, char *err, size_t errlen)
+{
     int rc = -1;
+    char *key_tmp = NULL, *cert_tmp = NULL;
     EVP_PKEY *pkey = EVP_EC_gen("P-256");
     X509 *x = X509_new();
-    FILE *f = NULL;
     if (pkey == NULL || x == NULL) {
         ssl_err(err, errlen, "key generation");
         goto out;
@@ -79,16 +190,18 @@ tls_make_selfsigned(const char *host, const char *cert_file, const char *key_fil
         goto out;
     }
     BN_set_negative(bn, 0);
-    BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x));
+    ASN1_INTEGER *sn = BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x));
     BN_free(bn);
-    X509_set_version(x, 2);
-    X509_gmtime_adj(X509_getm_notBefore(x), -3600);
-    X509_gmtime_adj(X509_getm_notAfter(x), 60L * 60 * 24 * 3650);
-    X509_set_pubkey(x, pkey);
     X509_NAME *name = X509_get_subject_name(x);
-    X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, (const unsigned char *)"Petrel (self-signed)", -1, -1, 0);
-    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)host, -1, -1, 0);
-    X509_set_issuer_name(x, name);
+    if (sn == NULL || !X509_set_version(x, 2) || X509_gmtime_adj(X509_getm_notBefore(x), -3600) == NULL ||
+        X509_gmtime_adj(X509_getm_notAfter(x), 60L * 60 * 24 * 3650) == NULL || !X509_set_pubkey(x, pkey) ||
+        !X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, (const unsigned char *)"Petrel (self-signed)", -1,
+                                    -1, 0) ||
+        !X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)host, -1, -1, 0) ||
+        !X509_set_issuer_name(x, name)) {
+        ssl_err(err, errlen, "certificate fields");
+        goto out;
+    }
     char san[1100];
     snprintf(san, sizeof san, "DNS:%s,DNS:*.%s", host, host);
     X509V3_CTX v3;
@@ -105,26 +218,126 @@ tls_make_selfsigned(const char *host, const char *cert_file, const char *key_fil
         ssl_err(err, errlen, "signing");
         goto out;
     }
-    mode_t old = umask(077);
-    f = fopen(key_file, "w");
-    umask(old);
-    if (f == NULL || !PEM_write_PrivateKey(f, pkey, NULL, NULL, 0, NULL, NULL)) {
-        snprintf(err, errlen, "cannot write %s", key_file);
+    mode_t um = umask(077);
+    umask(um);
+    /* both complete on disk before either name changes: a failure leaves the old state */
+    if (write_tmp(key_file, pkey, NULL, 0600, &key_tmp, err, errlen) < 0 ||
+        write_tmp(cert_file, NULL, x, 0644 & ~um, &cert_tmp, err, errlen) < 0)
+        goto out;
+    /* the key first, so that a certificate never exists without its key */
+    if (rename(key_tmp, key_file) < 0) {
+        io_err(err, errlen, "cannot rename into", key_file, errno);
         goto out;
     }
-    fclose(f);
-    f = fopen(cert_file, "w");
-    if (f == NULL || !PEM_write_X509(f, x)) {
-        snprintf(err, errlen, "cannot write %s", cert_file);
+    free(key_tmp);
+    key_tmp = NULL;
+    if (rename(cert_tmp, cert_file) < 0) {
+        io_err(err, errlen, "cannot rename into", cert_file, errno);
         goto out;
+    }
+    free(cert_tmp);
+    cert_tmp = NULL;
+    char kdir[4096], cdir[4096];
+    if (sync_dir_of(key_file, err, errlen) < 0)
+        goto out;
+    if (dir_of(key_file, kdir, sizeof kdir) < 0 || dir_of(cert_file, cdir, sizeof cdir) < 0 ||
+        strcmp(kdir, cdir) != 0) {
+        if (sync_dir_of(cert_file, err, errlen) < 0)
+            goto out;
     }
     rc = 0;
 out:
-    if (f)
-        fclose(f);
+    if (key_tmp) {
+        unlink(key_tmp);
+        free(key_tmp);
+    }
+    if (cert_tmp) {
+        unlink(cert_tmp);
+        free(cert_tmp);
+    }
     X509_free(x);
     EVP_PKEY_free(pkey);
     return rc;
+}
+
+int
+tls_make_selfsigned(const char *host, const char *cert_file, const char *key_file, char *err, size_t errlen)
+{
+    if (access(cert_file, R_OK) == 0 && access(key_file, R_OK) == 0)
+        return 0;
+    return make_pair(host, cert_file, key_file, err, errlen);
+}
+
+enum pem_state { PEM_OK, PEM_MISSING, PEM_EMPTY, PEM_BAD };
+
+/* What path holds: a PEM certificate (or key), nothing, an empty file, or
+ * something else. -1 (err set) when it cannot be opened for another reason
+ * than not existing. */
+static int
+pem_check(const char *path, int is_key, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        if (errno == ENOENT)
+            return PEM_MISSING;
+        io_err(err, errlen, "cannot open", path, errno);
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fileno(f), &st) < 0) {
+        io_err(err, errlen, "cannot stat", path, errno);
+        fclose(f);
+        return -1;
+    }
+    int state = PEM_BAD;
+    if (st.st_size == 0) {
+        state = PEM_EMPTY;
+    } else if (is_key) {
+        EVP_PKEY *k = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+        if (k)
+            state = PEM_OK;
+        EVP_PKEY_free(k);
+    } else {
+        X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
+        if (x)
+            state = PEM_OK;
+        X509_free(x);
+    }
+    ERR_clear_error();
+    fclose(f);
+    return state;
+}
+
+/* Append "path is empty" (or "is not PEM") to note for a broken file. */
+static void
+note_add(char *note, size_t notelen, const char *path, int state, const char *what)
+{
+    if (note == NULL || notelen == 0 || (state != PEM_EMPTY && state != PEM_BAD))
+        return;
+    size_t used = strlen(note);
+    if (used >= notelen)
+        return;
+    snprintf(note + used, notelen - used, "%s%s is %s", used ? ", " : "", path,
+             state == PEM_EMPTY ? "empty" : what);
+}
+
+int
+tls_selfsigned_ensure(const char *host, const char *cert_file, const char *key_file, char *note, size_t notelen,
+                      char *err, size_t errlen)
+{
+    if (note && notelen)
+        note[0] = '\0';
+    int cs = pem_check(cert_file, 0, err, errlen);
+    if (cs < 0)
+        return -1;
+    int ks = pem_check(key_file, 1, err, errlen);
+    if (ks < 0)
+        return -1;
+    if (cs == PEM_OK && ks == PEM_OK)
+        return 0;
+    note_add(note, notelen, cert_file, cs, "not a PEM certificate");
+    note_add(note, notelen, key_file, ks, "not a PEM private key");
+    return make_pair(host, cert_file, key_file, err, errlen) < 0 ? -1 : 1;
 }
 
 struct sni_ctx {

@@ -124,6 +124,31 @@ static struct reply step_str(struct sasl_session *s, const char *msg)
     return step(s, msg, strlen(msg));
 }
 
+/* Feed an empty message ("=" in XMPP): a non-NULL buffer of length 0
+ * (step() with len 0 feeds NULL: no initial response). */
+static struct reply step_empty(struct sasl_session *s)
+{
+    struct reply r;
+    memset(&r, 0, sizeof r);
+    uint8_t *buf = malloc(1);
+    assert_non_null(buf);
+    const uint8_t *out = (const uint8_t *)"junk";
+    size_t outlen = 12345;
+    r.res = sasl_step(s, buf, 0, &out, &outlen, &r.cond);
+    free(buf);
+    if (r.res == SASL_FAIL) {
+        assert_null(out);
+        assert_int_equal(outlen, 0);
+        assert_non_null(r.cond);
+    } else {
+        assert_non_null(out);
+        assert_true(outlen < sizeof r.out);
+        memcpy(r.out, out, outlen);
+        r.outlen = outlen;
+    }
+    return r;
+}
+
 static struct sasl_session *start(const char *mech, const struct sasl_conn_info *ci, struct test_db *db)
 {
     const char *cond = NULL;
@@ -363,6 +388,7 @@ static void test_empty_initial_response(void **state)
     db_init(&db, "user", "pencil");
     struct sasl_session *s = start("SCRAM-SHA-256", &NO_TLS, &db);
     struct client c = { .h = SASL_SHA256, .user = "user", .password = "pencil", .gs2 = "n,,", .cnonce = "n0nce" };
+    /* NULL: no initial response */
     struct reply r = step(s, "", 0);
     assert_int_equal(r.res, SASL_CONTINUE);
     assert_int_equal(r.outlen, 0);
@@ -374,13 +400,70 @@ static void test_empty_initial_response(void **state)
     assert_int_equal(r.res, SASL_DONE);
     sasl_free(&s);
 
-    /* A second empty message is refused. */
+    /* Asking twice is refused. */
     s = start("SCRAM-SHA-256", &NO_TLS, &db);
     assert_int_equal(step(s, "", 0).res, SASL_CONTINUE);
     r = step(s, "", 0);
     assert_int_equal(r.res, SASL_FAIL);
     assert_string_equal(r.cond, "malformed-request");
     sasl_free(&s);
+}
+
+/* An empty message ("=": RFC 6120 6.4.2) is a failure, never an empty
+ * challenge: PLAIN takes exactly one non-empty message (RFC 4616), and no
+ * SCRAM message is empty.  Only "no initial response" gets a challenge. */
+static void test_empty_message(void **state)
+{
+    (void)state;
+    struct test_db db;
+    db_init(&db, "user", "pencil");
+    static const char *mechs[] = { "PLAIN", "SCRAM-SHA-1", "SCRAM-SHA-256", "SCRAM-SHA-512" };
+    for (size_t i = 0; i < sizeof mechs / sizeof mechs[0]; i++) {
+        /* <auth mechanism='...'>=</auth> */
+        db.calls = 0;
+        struct sasl_session *s = start(mechs[i], &TLS_ONLY, &db);
+        struct reply r = step_empty(s);
+        if (r.res != SASL_FAIL)
+            fail_msg("%s: an empty initial response got %s", mechs[i],
+                     r.res == SASL_CONTINUE ? "a challenge" : "success");
+        assert_string_equal(r.cond, "malformed-request");
+        assert_int_equal(sasl_proof_checked(s), 0);
+        assert_int_equal(db.calls, 0);
+        assert_null(sasl_fail_detail(s));
+        /* and the exchange is over */
+        assert_int_equal(step(s, "\0user\0pencil", 12).res, SASL_FAIL);
+        sasl_free(&s);
+
+        /* <auth mechanism='...'/>, then <response/> (or <response>=</response>) */
+        s = start(mechs[i], &TLS_ONLY, &db);
+        r = step(s, NULL, 0);
+        assert_int_equal(r.res, SASL_CONTINUE);
+        assert_int_equal(r.outlen, 0);
+        r = step_empty(s);
+        if (r.res != SASL_FAIL)
+            fail_msg("%s: an empty response got %s", mechs[i], r.res == SASL_CONTINUE ? "a challenge" : "success");
+        assert_string_equal(r.cond, "malformed-request");
+        assert_int_equal(db.calls, 0);
+        sasl_free(&s);
+    }
+
+    /* PLAIN: the real message after "no initial response" still works. */
+    struct sasl_session *s = start("PLAIN", &TLS_ONLY, &db);
+    assert_int_equal(step(s, NULL, 0).res, SASL_CONTINUE);
+    assert_int_equal(step(s, "\0user\0pencil", 12).res, SASL_DONE);
+    sasl_free(&s);
+
+    /* SCRAM: an empty client-final, and "no initial response" out of place. */
+    for (int which = 0; which < 2; which++) {
+        s = start("SCRAM-SHA-256", &NO_TLS, &db);
+        struct reply r = step_str(s, "n,,n=user,r=abc");
+        assert_int_equal(r.res, SASL_CONTINUE);
+        r = which == 0 ? step_empty(s) : step(s, NULL, 0);
+        assert_int_equal(r.res, SASL_FAIL);
+        assert_string_equal(r.cond, "malformed-request");
+        assert_int_equal(sasl_proof_checked(s), 0);
+        sasl_free(&s);
+    }
 }
 
 static void test_escaped_names(void **state)
@@ -562,6 +645,156 @@ static void test_cb_policy(void **state)
     /* "n" (client without binding support) is fine even when offered. */
     c.gs2 = "n,,";
     assert_int_equal(run_scram("SCRAM-SHA-256", &both, &db, &c).res, SASL_DONE);
+}
+
+/* The channel-binding types a connection has, in a fixed order, none without TLS. */
+static void test_cb_types(void **state)
+{
+    (void)state;
+    static const uint8_t FINISHED[12] = { 1 };
+    const char *t[8];
+    struct sasl_conn_info all = tls_cb(1, 1);
+    all.cb_unique = FINISHED;
+    all.cb_unique_len = sizeof FINISHED;
+    assert_int_equal(sasl_cb_types(&all, t, 8), 3);
+    assert_string_equal(t[0], "tls-exporter");
+    assert_string_equal(t[1], "tls-server-end-point");
+    assert_string_equal(t[2], "tls-unique");
+    /* bounded by max */
+    t[1] = NULL;
+    assert_int_equal(sasl_cb_types(&all, t, 1), 1);
+    assert_string_equal(t[0], "tls-exporter");
+    assert_null(t[1]);
+    assert_int_equal(sasl_cb_types(&all, t, 0), 0);
+
+    struct sasl_conn_info ep = tls_cb(0, 1);
+    assert_int_equal(sasl_cb_types(&ep, t, 8), 1);
+    assert_string_equal(t[0], "tls-server-end-point");
+    struct sasl_conn_info uq = { .tls = 1, .cb_unique = FINISHED, .cb_unique_len = sizeof FINISHED };
+    assert_int_equal(sasl_cb_types(&uq, t, 8), 1);
+    assert_string_equal(t[0], "tls-unique");
+
+    /* no data, data of length 0, or no TLS: nothing */
+    assert_int_equal(sasl_cb_types(&TLS_ONLY, t, 8), 0);
+    struct sasl_conn_info zero = { .tls = 1, .cb_exporter = EXPORTER, .cb_exporter_len = 0 };
+    assert_int_equal(sasl_cb_types(&zero, t, 8), 0);
+    all.tls = 0;
+    assert_int_equal(sasl_cb_types(&all, t, 8), 0);
+    assert_int_equal(sasl_cb_types(NULL, t, 8), 0);
+    assert_int_equal(sasl_cb_types(&ep, NULL, 8), 0);
+
+    /* what sasl_cb_types() lists is what a -PLUS exchange accepts */
+    struct test_db db;
+    db_init(&db, "user", "pencil");
+    all.tls = 1;
+    size_t n = sasl_cb_types(&all, t, 8);
+    for (size_t i = 0; i < n; i++) {
+        char gs2[64];
+        snprintf(gs2, sizeof gs2, "p=%s,,", t[i]);
+        const uint8_t *data = i == 0 ? EXPORTER : i == 1 ? ENDPOINT : FINISHED;
+        size_t len = i == 0 ? sizeof EXPORTER : i == 1 ? sizeof ENDPOINT : sizeof FINISHED;
+        struct client c = { .h = SASL_SHA256, .user = "user", .password = "pencil", .gs2 = gs2, .cb = data,
+                            .cb_len = len, .cnonce = "cbnonce" };
+        assert_int_equal(run_scram("SCRAM-SHA-256-PLUS", &all, &db, &c).res, SASL_DONE);
+    }
+}
+
+/* client-first on `mech` fails with not-authorized and sasl_fail_detail() == detail. */
+static void first_detail(const char *mech, const struct sasl_conn_info *ci, const char *first,
+                         const char *detail)
+{
+    struct test_db db;
+    db_init(&db, "user", "pencil");
+    struct sasl_session *s = start(mech, ci, &db);
+    assert_null(sasl_fail_detail(s));
+    struct reply r = step_str(s, first);
+    assert_int_equal(r.res, SASL_FAIL);
+    assert_string_equal(r.cond, "not-authorized");
+    assert_int_equal(sasl_proof_checked(s), 0);
+    const char *d = sasl_fail_detail(s);
+    if (detail == NULL ? d != NULL : (d == NULL || strcmp(d, detail) != 0))
+        fail_msg("%s \"%s\": detail %s, expected %s", mech, first, d ? d : "NULL", detail ? detail : "NULL");
+    sasl_free(&s);
+}
+
+/* A -PLUS attempt with a channel-binding type the server does not have is
+ * told apart from other refusals, so the caller can name the types it has. */
+static void test_fail_detail(void **state)
+{
+    (void)state;
+    struct sasl_conn_info both = tls_cb(1, 1);
+    struct sasl_conn_info exp_only = tls_cb(1, 0);
+    static const char T[] = "unsupported-channel-binding-type";
+    first_detail("SCRAM-SHA-256-PLUS", &both, "p=tls-unique,,n=user,r=abc", T);
+    first_detail("SCRAM-SHA-256-PLUS", &exp_only, "p=tls-server-end-point,,n=user,r=abc", T);
+    first_detail("SCRAM-SHA-1-PLUS", &both, "p=TLS-EXPORTER,,n=user,r=abc", T);
+    first_detail("SCRAM-SHA-512-PLUS", &both, "p=tls-server-end-point-x,,n=nobody,r=abc", T);
+    /* the downgrade */
+    first_detail("SCRAM-SHA-256", &both, "y,,n=user,r=abc", "server-does-support-channel-binding");
+    /* other refusals carry none */
+    first_detail("SCRAM-SHA-256-PLUS", &both, "n,,n=user,r=abc", NULL);
+    first_detail("SCRAM-SHA-256", &both, "p=tls-exporter,,n=user,r=abc", NULL);
+
+    /* found by fuzz_sasl: the detail is that of the last step, not of an
+     * earlier one (a step after the end fails with malformed-request only) */
+    {
+        struct test_db db0;
+        db_init(&db0, "user", "pencil");
+        struct sasl_session *s0 = start("SCRAM-SHA-256-PLUS", &both, &db0);
+        assert_int_equal(step_str(s0, "p=tls-unique,,n=user,r=abc").res, SASL_FAIL);
+        assert_string_equal(sasl_fail_detail(s0), T);
+        struct reply r0 = step_str(s0, "c=biws,r=abc,p=AAAA");
+        assert_int_equal(r0.res, SASL_FAIL);
+        assert_string_equal(r0.cond, "malformed-request");
+        assert_null(sasl_fail_detail(s0));
+        sasl_free(&s0);
+    }
+
+    /* c= that does not match: at client-final */
+    struct test_db db;
+    db_init(&db, "user", "pencil");
+    uint8_t other[32];
+    memcpy(other, EXPORTER, sizeof other);
+    other[0] ^= 1;
+    struct client c = { .h = SASL_SHA256, .user = "user", .password = "pencil", .gs2 = "p=tls-exporter,,",
+                        .cb = other, .cb_len = sizeof other, .cnonce = "cbnonce" };
+    struct sasl_session *s = start("SCRAM-SHA-256-PLUS", &both, &db);
+    client_first(&c);
+    struct reply r = step_str(s, c.first);
+    assert_int_equal(r.res, SASL_CONTINUE);
+    assert_null(sasl_fail_detail(s));
+    client_final(&c, r.out);
+    r = step_str(s, c.final);
+    assert_int_equal(r.res, SASL_FAIL);
+    assert_string_equal(r.cond, "not-authorized");
+    assert_string_equal(sasl_fail_detail(s), "channel-bindings-dont-match");
+    sasl_free(&s);
+
+    /* a wrong password, a malformed message, a success: none */
+    c.cb = EXPORTER;
+    c.password = "pen";
+    s = start("SCRAM-SHA-256-PLUS", &both, &db);
+    client_first(&c);
+    r = step_str(s, c.first);
+    client_final(&c, r.out);
+    r = step_str(s, c.final);
+    assert_int_equal(r.res, SASL_FAIL);
+    assert_int_equal(sasl_proof_checked(s), 1);
+    assert_null(sasl_fail_detail(s));
+    sasl_free(&s);
+    s = start("SCRAM-SHA-256-PLUS", &both, &db);
+    assert_int_equal(step_str(s, "p=tls-unique,n=user,r=abc").res, SASL_FAIL);
+    assert_null(sasl_fail_detail(s));
+    sasl_free(&s);
+    c.password = "pencil";
+    s = start("SCRAM-SHA-256-PLUS", &both, &db);
+    client_first(&c);
+    r = step_str(s, c.first);
+    client_final(&c, r.out);
+    assert_int_equal(step_str(s, c.final).res, SASL_DONE);
+    assert_null(sasl_fail_detail(s));
+    sasl_free(&s);
+    assert_null(sasl_fail_detail(NULL));
 }
 
 /* ---- authentication failures ----------------------------------------------- */
@@ -949,7 +1182,7 @@ static void test_plain(void **state)
     assert_int_equal(r.res, SASL_FAIL);
     assert_string_equal(r.cond, "not-authorized");
 
-    /* Empty initial response, then the real one. */
+    /* No initial response, then the real one. */
     struct sasl_session *s = start("PLAIN", &TLS_ONLY, &db);
     assert_int_equal(step(s, "", 0).res, SASL_CONTINUE);
     assert_int_equal(step(s, "\0user\0pencil", 12).res, SASL_DONE);
@@ -1149,6 +1382,7 @@ int main(void)
         cmocka_unit_test(test_sha512_server_first_shape),
         cmocka_unit_test(test_random_nonces_differ),
         cmocka_unit_test(test_empty_initial_response),
+        cmocka_unit_test(test_empty_message),
         cmocka_unit_test(test_escaped_names),
         cmocka_unit_test(test_extensions_ignored),
         cmocka_unit_test(test_plus_exporter),
@@ -1156,6 +1390,8 @@ int main(void)
         cmocka_unit_test(test_plus_unique),
         cmocka_unit_test(test_plus_wrong_cb_data),
         cmocka_unit_test(test_cb_policy),
+        cmocka_unit_test(test_cb_types),
+        cmocka_unit_test(test_fail_detail),
         cmocka_unit_test(test_wrong_password),
         cmocka_unit_test(test_unknown_user),
         cmocka_unit_test(test_wrong_nonce),
