@@ -35,11 +35,14 @@
 #define NS_SESSION  "urn:ietf:params:xml:ns:xmpp-session"
 #define NS_STREAMS_ERR "urn:ietf:params:xml:ns:xmpp-streams"
 
-#define MAX_OUTPUT      (16u << 20)     /* a peer that does not read: closed past this */
 #define MAX_SASL_TRIES  5
 #define MAX_SASL_ATTEMPTS 16
 #define MAX_QUEUED      8
 #define MAX_RESOURCES   64
+#define CLOSE_GRACE_MS  3000    /* a closing stream is freed this long after its close at the latest */
+#define STALL_MS        10000   /* output queued and none taken for this long: the peer stopped reading */
+#define BUDGET_WATCH    (64u << 10)  /* a queue this large gets its account's budget checked */
+#define SWEEP_MS        250     /* deadlines before binding are checked this often */
 
 struct c2s {
     struct pt_session s;                /* first: a c2s is a session */
@@ -54,36 +57,145 @@ struct c2s {
     struct event *rate_ev;              /* reading paused: over the byte rate (made on first use) */
     int64_t rate_tokens;                /* bytes the client may still send now */
     uint32_t rate_at;                   /* second (monotonic) of the last refill */
-    struct xml_node **queued;           /* MAX_QUEUED elements that arrived while throttled */
-    unsigned nqueued;
+    struct xml_node **pending;          /* MAX_QUEUED elements that arrived while throttled */
+    unsigned npending;
     unsigned sasl_tries;                /* wrong passwords on this stream */
     unsigned sasl_attempts;             /* other failed attempts */
+    struct c2s *un_prev, *un_next;      /* the server's connections not bound yet, oldest first */
+    struct c2s *budget_next;            /* srv->budget_head */
+    struct event *close_ev;             /* the hard deadline of a close */
+    struct evbuffer_cb_entry *out_cb;   /* keeps queued up to date */
+    size_t queued;                      /* bytes in the output buffer */
+    uint64_t drain_ms;                  /* the peer last took output (or the queue began) */
+    uint64_t tls_start_ms;              /* a TLS handshake is in progress since (0: none) */
+    uint64_t held_ms;                   /* time held by the login throttle: not counted against the deadline */
     unsigned tls : 1, authed : 1, header_sent : 1, tls_bev : 1, starttls_pending : 1,
-             paused : 1, peer_closed : 1, throttle_served : 1, counted : 1;
+             paused : 1, peer_closed : 1, throttle_served : 1, counted : 1,
+             tls_up : 1, got_byte : 1, in_unauth : 1, shut : 1, in_budget : 1, in_close : 1,
+             has_socket : 1;
 };
 
 static const struct session_ops c2s_ops;
 static void c2s_close(struct pt_session *s, const char *condition);
+static void conn_drop(struct c2s *c);
 static void process_element(struct c2s *c, struct xml_node *el);
 
 static struct c2s *C(struct pt_session *s) { return (struct c2s *)s; }
+static const char *who(const struct c2s *c) { return c->s.jid.full ? c->s.jid.full : "-"; }
 
-/* ---- output ---------------------------------------------------------------------- */
+/* ---- connections not bound yet ------------------------------------------------------
+ * One list per server, in the order of arrival: the sweep checks their
+ * deadlines, and at the cap the head (the oldest) makes room for a newcomer. */
+
+static void
+unauth_append(struct c2s *c)
+{
+    struct server *srv = c->s.srv;
+    c->un_prev = srv->unauth_tail;
+    c->un_next = NULL;
+    if (srv->unauth_tail)
+        srv->unauth_tail->un_next = c;
+    else
+        srv->unauth_head = c;
+    srv->unauth_tail = c;
+    srv->nunauth++;
+    c->in_unauth = 1;
+}
+
+static void
+unauth_unlink(struct c2s *c)
+{
+    struct server *srv = c->s.srv;
+    if (!c->in_unauth)
+        return;
+    if (c->un_prev)
+        c->un_prev->un_next = c->un_next;
+    else
+        srv->unauth_head = c->un_next;
+    if (c->un_next)
+        c->un_next->un_prev = c->un_prev;
+    else
+        srv->unauth_tail = c->un_prev;
+    c->un_prev = c->un_next = NULL;
+    srv->nunauth--;
+    c->in_unauth = 0;
+}
+
+/* ---- output ----------------------------------------------------------------------
+ * Every byte queued for a client is counted, per session and server-wide (an
+ * evbuffer callback sees what is added and what the socket took). A session
+ * may queue limits.output_per_session_kb, or output_stalled_kb once it has
+ * taken nothing for STALL_MS; the sessions of one account output_per_account_kb
+ * together, and all sessions output_total_mb: over those, the largest queues
+ * are dropped at the end of the turn. */
+
+static void
+out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    (void)buf;
+    struct c2s *c = arg;
+    struct server *srv = c->s.srv;
+    if (info->n_added) {
+        if (c->queued == 0)
+            c->drain_ms = pt_now_ms();
+        c->queued += info->n_added;
+        srv->out_queued += info->n_added;
+    }
+    if (info->n_deleted) {
+        c->queued -= info->n_deleted;
+        srv->out_queued -= info->n_deleted;
+        c->drain_ms = pt_now_ms();
+    }
+}
+
+static int
+watch_output(struct c2s *c)
+{
+    c->out_cb = evbuffer_add_cb(bufferevent_get_output(c->bev), out_cb, c);
+    return c->out_cb ? 0 : -1;
+}
+
+static int
+stalled(const struct c2s *c)
+{
+    return c->queued > 0 && pt_now_ms() - c->drain_ms > STALL_MS;
+}
+
+static void
+budget_watch(struct c2s *c)
+{
+    if (c->in_budget)
+        return;
+    c->in_budget = 1;
+    c->budget_next = c->s.srv->budget_head;
+    c->s.srv->budget_head = c;
+}
 
 static int
 c2s_send(struct pt_session *s, const char *data, size_t len)
 {
     struct c2s *c = C(s);
-    if (c->bev == NULL || s->closing)
+    if (c->bev == NULL || (s->closing && !c->in_close))
         return -1;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
-    if (evbuffer_get_length(out) + len > MAX_OUTPUT) {
-        log_warnx("c2s %s (%s): peer does not read, %zu bytes queued: closing", s->peer,
-                  s->jid.full ? s->jid.full : "-", evbuffer_get_length(out));
-        c2s_close(s, "policy-violation");
-        return -1;
+    const struct conf *cf = s->srv->conf;
+    if (!c->in_close) {
+        int st = stalled(c);
+        size_t cap = st ? cf->out_stalled : cf->out_session;
+        if (c->queued + len > cap) {
+            log_warnx("c2s %s (%s): %s, %zu bytes queued: closing", s->peer, who(c),
+                      st ? "the peer stopped reading" : "the peer does not keep up", c->queued);
+            if (st)
+                conn_drop(c);       /* it reads nothing: no point in queueing a goodbye */
+            else
+                c2s_close(s, "policy-violation");
+            return -1;
+        }
     }
-    return bufferevent_write(c->bev, data, len) == 0 ? 0 : -1;
+    if (bufferevent_write(c->bev, data, len) < 0)
+        return -1;
+    if (c->queued >= BUDGET_WATCH && s->bound)
+        budget_watch(c);
+    return 0;
 }
 
 static void
@@ -141,7 +253,93 @@ send_header(struct c2s *c, const char *from)
     send_header_to(c, from, NULL);
 }
 
-/* ---- closing ---------------------------------------------------------------------- */
+/* ---- closing ----------------------------------------------------------------------
+ * A close says goodbye where it can (stream error, </stream:stream>), lets the
+ * output go, sends TLS close_notify and a FIN, and frees the connection when
+ * the peer's own close arrives, reading (and dropping) what comes meanwhile so
+ * that the kernel has no unread data to answer with a reset. All of it within
+ * CLOSE_GRACE_MS. A connection whose TLS never came up, or whose peer is gone,
+ * is freed at once: nothing can be said to it. */
+
+/* The socket, the TLS state and the buffers go now; the struct at the end of the turn. */
+static void
+release_socket(struct c2s *c)
+{
+    struct server *srv = c->s.srv;
+    if (c->bev) {
+        if (c->out_cb) {
+            evbuffer_remove_cb_entry(bufferevent_get_output(c->bev), c->out_cb);
+            c->out_cb = NULL;
+        }
+        srv->out_queued -= c->queued;
+        c->queued = 0;
+        bufferevent_free(c->bev);       /* closes the socket (and frees the SSL) */
+        c->bev = NULL;
+        c->fd = -1;
+    }
+    if (c->fd >= 0) {
+        evutil_closesocket(c->fd);
+        c->fd = -1;
+    }
+    if (c->has_socket) {
+        c->has_socket = 0;
+        srv->nsockets--;
+    }
+    if (c->counted) {
+        c->counted = 0;
+        server_conn_closed(srv, c->s.peer);
+    }
+    if (c->close_ev)
+        evtimer_del(c->close_ev);
+    if (c->delay_ev)
+        evtimer_del(c->delay_ev);
+    if (c->rate_ev)
+        evtimer_del(c->rate_ev);
+}
+
+/* Free the connection now, whatever is queued. */
+static void
+conn_drop(struct c2s *c)
+{
+    if (!c->s.closing) {
+        c->s.closing = 1;
+        if (c->xs)
+            xml_stream_stop(c->xs);
+    }
+    unauth_unlink(c);
+    session_unregister(&c->s);
+    release_socket(c);
+    session_reap(&c->s);
+}
+
+/* The output is out: close_notify, then our FIN; the peer's close frees us. */
+static void
+finish_close(struct c2s *c)
+{
+    if (c->shut || c->bev == NULL)
+        return;
+    c->shut = 1;
+    if (c->tls_bev) {
+        SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+        if (ssl) {
+            ERR_clear_error();
+            if (SSL_shutdown(ssl) < 0)
+                ERR_clear_error();      /* a peer that went away: the deadline frees us */
+        }
+    }
+    if (shutdown(c->fd, SHUT_WR) < 0 && errno != ENOTCONN)
+        log_debug("c2s %s: shutdown: %s", c->s.peer, strerror(errno));
+}
+
+static void
+close_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct c2s *c = arg;
+    log_debug("c2s %s (%s): the peer did not close within %u ms: freed", c->s.peer, who(c), CLOSE_GRACE_MS);
+    conn_drop(c);
+}
 
 static void
 c2s_close(struct pt_session *s, const char *condition)
@@ -149,7 +347,9 @@ c2s_close(struct pt_session *s, const char *condition)
     struct c2s *c = C(s);
     if (s->closing)
         return;
-    if (c->bev && !c->peer_closed) {
+    int can_write = c->bev && !c->peer_closed && (!c->tls_bev || c->tls_up);
+    if (can_write) {
+        c->in_close = 1;
         send_header(c, s->host ? s->host->name : NULL);
         if (condition) {
             char buf[256];
@@ -158,45 +358,48 @@ c2s_close(struct pt_session *s, const char *condition)
             send_str(c, buf);
         }
         send_str(c, "</stream:stream>");
+        c->in_close = 0;
     }
-    log_info("c2s %s (%s): closed%s%s", s->peer, s->jid.full ? s->jid.full : "-",
-             condition ? ": " : "", condition ? condition : "");
+    log_info("c2s %s (%s): closed%s%s", s->peer, who(c), condition ? ": " : "", condition ? condition : "");
     s->closing = 1;
     if (c->xs)
         xml_stream_stop(c->xs);
+    unauth_unlink(c);
     session_unregister(s);
-    if (c->bev == NULL || c->peer_closed ||
-        evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
-        session_reap(s);
+    if (!can_write || c->bev == NULL) {
+        conn_drop(c);
         return;
     }
-    /* flush what is queued, then free; do not wait for ever on a peer that does not read */
-    bufferevent_disable(c->bev, EV_READ);
-    struct timeval tv = { 5, 0 };
-    bufferevent_set_timeouts(c->bev, NULL, &tv);
+    if (c->close_ev == NULL && (c->close_ev = evtimer_new(s->srv->base, close_deadline, c)) == NULL) {
+        conn_drop(c);
+        return;
+    }
+    struct timeval tv = { CLOSE_GRACE_MS / 1000, (CLOSE_GRACE_MS % 1000) * 1000 };
+    evtimer_add(c->close_ev, &tv);
+    bufferevent_enable(c->bev, EV_READ);        /* read what the peer still sends, and its close */
+    if (c->queued == 0)
+        finish_close(c);
 }
 
 static void
 c2s_free(struct pt_session *s)
 {
     struct c2s *c = C(s);
-    if (c->counted)
-        server_conn_closed(s->srv, s->peer);
-    for (unsigned i = 0; i < c->nqueued; i++)
-        arena_free(&c->queued[i]->arena);
-    free(c->queued);
+    unauth_unlink(c);
+    release_socket(c);
+    for (unsigned i = 0; i < c->npending; i++)
+        arena_free(&c->pending[i]->arena);
+    free(c->pending);
     if (c->delay_ev)
         event_free(c->delay_ev);
     if (c->rate_ev)
         event_free(c->rate_ev);
+    if (c->close_ev)
+        event_free(c->close_ev);
     sasl_free(&c->sasl);
     free(c->cbdata);
     free(c->authcid);
     xml_stream_free(&c->xs);
-    if (c->bev)
-        bufferevent_free(c->bev);       /* a TLS bufferevent closes the socket and frees the SSL */
-    if (!c->tls_bev && c->fd >= 0)
-        evutil_closesocket(c->fd);
     free(c);
 }
 
@@ -265,15 +468,13 @@ send_features(struct c2s *c)
             if (me)
                 xml_add_text(me, names[i], strlen(names[i]));
         }
-        if (ci.cb_exporter || ci.cb_endpoint || ci.cb_unique) {
+        const char *types[4];
+        size_t ntypes = sasl_cb_types(&ci, types, 4);
+        if (ntypes) {
             /* XEP-0440: which channel bindings this server supports */
             struct xml_node *cb = xml_add(f, "urn:xmpp:sasl-cb:0", "sasl-channel-binding");
-            if (cb && ci.cb_exporter)
-                xml_set_attr(xml_add(cb, NULL, "channel-binding"), "type", "tls-exporter");
-            if (cb && ci.cb_endpoint)
-                xml_set_attr(xml_add(cb, NULL, "channel-binding"), "type", "tls-server-end-point");
-            if (cb && ci.cb_unique)
-                xml_set_attr(xml_add(cb, NULL, "channel-binding"), "type", "tls-unique");
+            for (size_t i = 0; cb && i < ntypes; i++)
+                xml_set_attr(xml_add(cb, NULL, "channel-binding"), "type", types[i]);
         }
     }
     if (c->authed) {
@@ -383,12 +584,12 @@ on_stanza(void *ud, struct xml_node *el)
         return;
     }
     if (c->paused) {
-        if (c->queued == NULL || c->nqueued == MAX_QUEUED) {
+        if (c->pending == NULL || c->npending == MAX_QUEUED) {
             arena_free(&el->arena);
             c2s_close(&c->s, "policy-violation");
             return;
         }
-        c->queued[c->nqueued++] = el;
+        c->pending[c->npending++] = el;
         return;
     }
     process_element(c, el);
@@ -399,6 +600,7 @@ static const struct xml_stream_cb stream_cb = { on_open, on_stanza, on_close, on
 /* ---- STARTTLS ---------------------------------------------------------------------- */
 
 static void read_cb(struct bufferevent *bev, void *arg);
+static int make_room(struct server *srv, struct c2s *c);
 static void write_cb(struct bufferevent *bev, void *arg);
 static void event_cb(struct bufferevent *bev, short what, void *arg);
 
@@ -416,8 +618,16 @@ start_tls(struct c2s *c)
     SSL *ssl = new_ssl(srv);
     if (ssl == NULL)
         return -1;
-    /* the plain bufferevent must read nothing more: the next bytes are TLS */
+    /* the plain bufferevent must read nothing more: the next bytes are TLS;
+     * it gives the socket up to the TLS one */
     bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+    if (c->out_cb) {
+        evbuffer_remove_cb_entry(bufferevent_get_output(c->bev), c->out_cb);
+        c->out_cb = NULL;
+    }
+    srv->out_queued -= c->queued;
+    c->queued = 0;
+    bufferevent_setfd(c->bev, -1);
     bufferevent_free(c->bev);
     c->bev = bufferevent_openssl_socket_new(srv->base, c->fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
                                             BEV_OPT_CLOSE_ON_FREE);
@@ -427,9 +637,10 @@ start_tls(struct c2s *c)
     }
     c->tls_bev = 1;
     c->tls = 1;
+    c->tls_start_ms = pt_now_ms();
     bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
-    struct timeval tv = { srv->conf->c2s_handshake_timeout, 0 };
-    bufferevent_set_timeouts(c->bev, &tv, NULL);
+    if (watch_output(c) < 0)
+        return -1;
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     xml_stream_restart(c->xs);
     c->header_sent = 0;
@@ -485,11 +696,13 @@ sasl_reply(struct c2s *c, const char *what, const uint8_t *data, size_t len)
     strbuf_free(&b);
 }
 
+/* text: NULL, or a <text/> for the client (plain ASCII, nothing to escape) */
 static void
-sasl_failure(struct c2s *c, const char *condition, int counts)
+sasl_failure_text(struct c2s *c, const char *condition, int counts, const char *text)
 {
-    char buf[200];
-    snprintf(buf, sizeof buf, "<failure xmlns='" NS_SASL "'><%s/></failure>", condition);
+    char buf[400];
+    snprintf(buf, sizeof buf, "<failure xmlns='" NS_SASL "'><%s/>%s%s%s</failure>", condition,
+             text ? "<text xml:lang='en'>" : "", text ? text : "", text ? "</text>" : "");
     send_str(c, buf);
     sasl_end(c);
     if (counts) {
@@ -499,8 +712,22 @@ sasl_failure(struct c2s *c, const char *condition, int counts)
     }
 }
 
+static void
+sasl_failure(struct c2s *c, const char *condition, int counts)
+{
+    sasl_failure_text(c, condition, counts, NULL);
+}
+
 /* A failure that is not a wrong password (mechanism, encoding, channel
  * binding, TLS): answered, not counted as a guess, but bounded per stream. */
+static void
+sasl_refused_text(struct c2s *c, const char *condition, const char *text)
+{
+    sasl_failure_text(c, condition, 0, text);
+    if (++c->sasl_attempts > MAX_SASL_ATTEMPTS)
+        c2s_close(&c->s, "policy-violation");
+}
+
 static void
 sasl_refused(struct c2s *c, const char *condition)
 {
@@ -534,10 +761,28 @@ sasl_feed(struct c2s *c, const char *b64)
                  cond ? cond : "not-authorized", guess ? "" : " (before any password check)");
         /* only wrong passwords count toward throttling; a client trying
          * mechanisms or channel bindings in turn is not guessing */
+        const char *detail = sasl_fail_detail(c->sasl);
+        char text[200];
+        if (!guess && detail && strcmp(detail, "unsupported-channel-binding-type") == 0) {
+            /* say which ones there are: a client that tries one type after
+             * another can go straight to one that works */
+            struct sasl_conn_info ci;
+            uint8_t cbbuf[CB_BUF];
+            const char *types[4];
+            fill_conn_info(c, &ci, cbbuf);
+            size_t n = sasl_cb_types(&ci, types, 4), off;
+            off = (size_t)snprintf(text, sizeof text, "channel binding types offered:");
+            for (size_t i = 0; i < n && off < sizeof text; i++)
+                off += (size_t)snprintf(text + off, sizeof text - off, " %s", types[i]);
+            if (n == 0)
+                snprintf(text, sizeof text, "no channel binding on this connection");
+        } else {
+            detail = NULL;
+        }
         if (guess)
             sasl_failure(c, cond ? cond : "not-authorized", 1);
         else
-            sasl_refused(c, cond ? cond : "not-authorized");
+            sasl_refused_text(c, cond ? cond : "not-authorized", detail ? text : NULL);
         return;
     }
     /* authenticated: the authzid, if any, must be the account itself */
@@ -580,8 +825,8 @@ handle_sasl(struct c2s *c, struct xml_node *el)
         return;
     }
     if (xml_is(el, NS_SASL, "abort")) {
-        if (c->sasl)
-            sasl_failure(c, "aborted", 0);
+        /* RFC 6120 6.4.6: <aborted/>, with or without an exchange in progress */
+        sasl_refused(c, "aborted");
         return;
     }
     if (xml_is(el, NS_SASL, "auth")) {
@@ -635,17 +880,17 @@ delay_done(evutil_socket_t fd, short what, void *arg)
     struct c2s *c = arg;
     c->paused = 0;
     c->throttle_served = 1;             /* the held step has waited its turn */
-    unsigned n = c->nqueued;
+    unsigned n = c->npending;
     struct xml_node *q[MAX_QUEUED];
     if (n)
-        memcpy(q, c->queued, n * sizeof *q);
-    c->nqueued = 0;
+        memcpy(q, c->pending, n * sizeof *q);
+    c->npending = 0;
     for (unsigned i = 0; i < n; i++) {
         if (c->s.closing || c->paused) {
             /* paused again: keep the rest queued, in order */
             if (!c->s.closing) {
-                memcpy(c->queued + c->nqueued, q + i, (n - i) * sizeof *q);
-                c->nqueued += n - i;
+                memcpy(c->pending + c->npending, q + i, (n - i) * sizeof *q);
+                c->npending += n - i;
             } else {
                 for (unsigned k = i; k < n; k++)
                     arena_free(&q[k]->arena);
@@ -660,6 +905,9 @@ delay_done(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* An <auth/> from a throttled address waits for its turn: the attempts of one
+ * address are answered one after the other however many connections carry
+ * them, and refused at once when the queue is full. 1 when el was taken. */
 static int
 maybe_delay(struct c2s *c, struct xml_node *el)
 {
@@ -667,18 +915,25 @@ maybe_delay(struct c2s *c, struct xml_node *el)
         c->throttle_served = 0;
         return 0;
     }
-    unsigned ms = server_auth_delay_ms(c->s.srv, c->s.peer);
+    uint64_t ms;
+    if (server_auth_slot(c->s.srv, c->s.peer, &ms) < 0) {
+        log_info("c2s %s: throttled after failed logins, too many attempts waiting: refused", c->s.peer);
+        arena_free(&el->arena);
+        sasl_refused(c, "temporary-auth-failure");
+        return 1;
+    }
     if (ms == 0)
         return 0;
-    if (c->queued == NULL && (c->queued = calloc(MAX_QUEUED, sizeof *c->queued)) == NULL)
+    if (c->pending == NULL && (c->pending = calloc(MAX_QUEUED, sizeof *c->pending)) == NULL)
         return 0;
     if (c->delay_ev == NULL && (c->delay_ev = evtimer_new(c->s.srv->base, delay_done, c)) == NULL)
         return 0;
-    log_info("c2s %s: throttled after failed logins, answering in %u ms", c->s.peer, ms);
+    log_info("c2s %s: throttled after failed logins, answering in %llu ms", c->s.peer, (unsigned long long)ms);
     c->paused = 1;
-    c->queued[c->nqueued++] = el;
+    c->held_ms += ms;           /* waiting here does not count against the handshake deadline */
+    c->pending[c->npending++] = el;
     bufferevent_disable(c->bev, EV_READ);
-    struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+    struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000) };
     evtimer_add(c->delay_ev, &tv);
     return 1;
 }
@@ -742,8 +997,8 @@ handle_bind(struct c2s *c, struct xml_node *iq, struct xml_node *bind)
     }
     free(c->authcid);
     c->authcid = NULL;
-    /* bound: no more handshake timeout; liveness is mod_ping's job */
-    bufferevent_set_timeouts(c->bev, NULL, NULL);
+    /* bound: no more handshake deadline; liveness is mod_ping's job */
+    unauth_unlink(c);
     struct strbuf b;
     strbuf_init(&b);
     const char *id = xml_attr(iq, "id");
@@ -870,7 +1125,7 @@ process_element(struct c2s *c, struct xml_node *el)
     }
     if (!c->authed) {
         if (el->ns && strcmp(el->ns, NS_SASL) == 0) {
-            if ((xml_is(el, NS_SASL, "auth") || xml_is(el, NS_SASL, "response")) && maybe_delay(c, el))
+            if (xml_is(el, NS_SASL, "auth") && maybe_delay(c, el))
                 return;
             handle_sasl(c, el);
         } else if (content && (strcmp(el->name, "message") == 0 || strcmp(el->name, "presence") == 0 ||
@@ -913,6 +1168,12 @@ process_element(struct c2s *c, struct xml_node *el)
             iq_error(c, el, "auth", "not-authorized");
         else
             c2s_close(&c->s, "not-authorized");
+        arena_free(&el->arena);
+        return;
+    }
+    if (strcmp(el->name, "iq") == 0 && xml_attr(el, "to") == NULL && xml_attr(el, "type") &&
+        strcmp(xml_attr(el, "type"), "set") == 0 && xml_child(el, NS_BIND, "bind")) {
+        handle_bind(c, el, xml_child(el, NS_BIND, "bind"));     /* bound already: <not-allowed/> */
         arena_free(&el->arena);
         return;
     }
@@ -989,15 +1250,12 @@ read_cb(struct bufferevent *bev, void *arg)
 {
     struct c2s *c = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
-    session_touch(&c->s);
-    /* the handshake has a deadline, not only a silence limit: a client that
-     * dribbles bytes does not hold a connection open for ever before binding */
-    if (!c->s.bound && !c->s.closing &&
-        pt_now_ms() - c->s.started_ms > (uint64_t)c->s.srv->conf->c2s_handshake_timeout * 1000) {
-        log_info("c2s %s: not bound %u s after connecting", c->s.peer, c->s.srv->conf->c2s_handshake_timeout);
-        c2s_close(&c->s, "connection-timeout");
+    if (c->s.closing) {
+        evbuffer_drain(in, evbuffer_get_length(in));    /* closing: read it, so no reset answers it */
         return;
     }
+    c->got_byte = 1;
+    session_touch(&c->s);
     rate_charge(c, evbuffer_get_length(in));
     while (evbuffer_get_length(in) > 0 && !c->s.closing && !c->paused && !c->starttls_pending) {
         size_t n = evbuffer_get_contiguous_space(in);
@@ -1030,8 +1288,11 @@ write_cb(struct bufferevent *bev, void *arg)
         }
         return;
     }
-    if (c->s.closing)
-        session_reap(&c->s);
+    if (c->s.closing) {
+        finish_close(c);
+        if (c->peer_closed)
+            conn_drop(c);           /* the peer closed already and the output is out */
+    }
 }
 
 static void
@@ -1040,35 +1301,41 @@ event_cb(struct bufferevent *bev, short what, void *arg)
     struct c2s *c = arg;
     (void)bev;
     if (what & BEV_EVENT_CONNECTED) {
-        return;
-    }
-    if (what & BEV_EVENT_TIMEOUT) {
-        if (!c->s.closing) {
-            log_info("c2s %s: %s timed out", c->s.peer, c->s.bound ? "stream" : "handshake");
-            c2s_close(&c->s, "connection-timeout");
-        } else {
-            c->peer_closed = 1;
-            session_reap(&c->s);
-        }
+        c->tls_up = 1;              /* the TLS handshake is done */
+        c->tls_start_ms = 0;
         return;
     }
     if (what & BEV_EVENT_ERROR) {
         unsigned long e;
-        while ((e = bufferevent_get_openssl_error(c->bev)) != 0) {
+        while (c->tls_bev && (e = bufferevent_get_openssl_error(c->bev)) != 0) {
             char buf[160];
             ERR_error_string_n(e, buf, sizeof buf);
-            log_info("c2s %s: TLS error: %s", c->s.peer, buf);
+            if (c->s.closing)
+                log_debug("c2s %s: TLS error while closing: %s", c->s.peer, buf);
+            else
+                log_info("c2s %s: TLS error: %s", c->s.peer, buf);
         }
     }
-    /* EOF or error: nothing more can be sent */
-    c->peer_closed = 1;
-    if (!c->s.closing) {
-        log_info("c2s %s (%s): connection %s", c->s.peer, c->s.jid.full ? c->s.jid.full : "-",
-                 (what & BEV_EVENT_EOF) ? "closed by peer" : "lost");
-        c->s.closing = 1;
-        session_unregister(&c->s);
+    int eof = (what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR);
+    /* TLS reports the peer's close_notify before the data that came with it
+     * (its </stream:stream>, say): read that first, so that we answer it */
+    if (eof && !c->s.closing && c->bev && evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+        read_cb(c->bev, c);
+    if (eof && c->s.closing && c->bev && !c->peer_closed) {
+        /* the peer closed its side; our goodbye goes out, then close_notify */
+        c->peer_closed = 1;
+        if (c->queued > 0) {
+            bufferevent_disable(c->bev, EV_READ);
+            return;                 /* write_cb frees us, within the close deadline */
+        }
+        finish_close(c);
+        conn_drop(c);
+        return;
     }
-    session_reap(&c->s);
+    c->peer_closed = 1;
+    if (!c->s.closing)
+        log_info("c2s %s (%s): connection %s", c->s.peer, who(c), eof ? "closed by peer" : "lost");
+    conn_drop(c);
 }
 
 void
@@ -1082,6 +1349,8 @@ c2s_accept(struct listener *l, evutil_socket_t fd, const struct sockaddr *addr, 
         return;
     }
     c->fd = fd;
+    c->has_socket = 1;
+    srv->nsockets++;
     c->lst = l;
     session_init(&c->s, srv, &c2s_ops);
     char ip[INET6_ADDRSTRLEN] = "?";
@@ -1100,11 +1369,15 @@ c2s_accept(struct listener *l, evutil_socket_t fd, const struct sockaddr *addr, 
             log_warnx("c2s %s: refused, %u connections from this address already", c->s.peer,
                       srv->conf->conns_per_addr);
         }
-        c->s.closing = 1;
-        session_reap(&c->s);
+        conn_drop(c);
         return;
     }
     c->counted = 1;
+    if (make_room(srv, c) < 0) {
+        conn_drop(c);
+        return;
+    }
+    unauth_append(c);
     c->xs = xml_stream_new(&stream_cb, c, &srv->limits, XML_NS_CLIENT);
     if (c->xs == NULL)
         goto fail;
@@ -1125,19 +1398,141 @@ c2s_accept(struct listener *l, evutil_socket_t fd, const struct sockaddr *addr, 
         }
         c->tls = 1;
         c->tls_bev = 1;
+        c->got_byte = 1;            /* what it sends is the TLS handshake's: that has its own deadline */
+        c->tls_start_ms = pt_now_ms();
     } else {
-        c->bev = bufferevent_socket_new(srv->base, fd, 0);
+        c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
         if (c->bev == NULL)
             goto fail;
     }
     bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
-    struct timeval tv = { srv->conf->c2s_handshake_timeout, 0 };
-    bufferevent_set_timeouts(c->bev, &tv, NULL);
+    if (watch_output(c) < 0)
+        goto fail;
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     log_debug("c2s %s: connected (%s)", c->s.peer, c->tls ? "direct TLS" : "plain");
     return;
 fail:
     log_warnx("c2s %s: cannot set up the connection", c->s.peer);
-    c->s.closing = 1;
-    session_reap(&c->s);
+    conn_drop(c);
+}
+
+/* ---- caps and deadlines before binding ---------------------------------------------- */
+
+/* Room for c (counted already): at the cap of connections not bound yet, or of
+ * sockets, the oldest connection not bound yet goes. 0, or -1: refuse c. */
+static int
+make_room(struct server *srv, struct c2s *c)
+{
+    static uint64_t last_warned;
+    if (srv->nsockets <= srv->max_sockets && srv->nunauth < srv->max_unauth)
+        return 0;
+    uint64_t now = pt_now_ms();
+    int warn = now - last_warned >= 1000;   /* a flood logs one warning a second */
+    if (warn)
+        last_warned = now;
+    struct c2s *old = srv->unauth_head;
+    if (old == NULL) {
+        if (warn)
+            log_warnx("c2s %s: refused: %zu client connections open, the most the file limit allows", c->s.peer,
+                      srv->nsockets - 1);
+        return -1;
+    }
+    if (warn)
+        log_warnx("c2s %s: %zu connections not bound yet (%zu sockets): dropping the oldest, from %s", c->s.peer,
+                  srv->nunauth, srv->nsockets, old->s.peer);
+    conn_drop(old);
+    return 0;
+}
+
+static void
+sweep(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct server *srv = arg;
+    const struct conf *cf = srv->conf;
+    uint64_t now = pt_now_ms();
+    uint64_t first = (uint64_t)cf->first_byte_timeout * 1000, hs = (uint64_t)cf->c2s_handshake_timeout * 1000;
+    struct c2s *next;
+    for (struct c2s *c = srv->unauth_head; c; c = next) {
+        next = c->un_next;
+        uint64_t age = now - c->s.started_ms;
+        if (!c->got_byte && age >= first) {
+            log_info("c2s %s: sent nothing within %u s: dropped", c->s.peer, cf->first_byte_timeout);
+            conn_drop(c);
+        } else if (c->tls_start_ms && now - c->tls_start_ms >= first) {
+            log_info("c2s %s: TLS handshake not done within %u s: dropped", c->s.peer, cf->first_byte_timeout);
+            conn_drop(c);
+        } else if (age >= hs + c->held_ms && !c->paused) {
+            log_info("c2s %s: not bound %u s after connecting", c->s.peer, cf->c2s_handshake_timeout);
+            c2s_close(&c->s, "connection-timeout");
+        }
+    }
+}
+
+int
+c2s_init(struct server *srv)
+{
+    srv->c2s_sweep = event_new(srv->base, -1, EV_PERSIST, sweep, srv);
+    struct timeval tv = { 0, SWEEP_MS * 1000 };
+    return srv->c2s_sweep && event_add(srv->c2s_sweep, &tv) == 0 ? 0 : -1;
+}
+
+void
+c2s_fini(struct server *srv)
+{
+    if (srv->c2s_sweep)
+        event_free(srv->c2s_sweep);
+    srv->c2s_sweep = NULL;
+}
+
+/* ---- output budgets ------------------------------------------------------------------ */
+
+static struct c2s *
+largest(struct pt_session *first, int account)
+{
+    struct c2s *big = NULL;
+    for (struct pt_session *s = first; s; s = account ? s->user_next : s->lru_next)
+        if (s->ops == &c2s_ops && !s->reaped && C(s)->bev && (big == NULL || C(s)->queued > big->queued))
+            big = C(s);
+    return big;
+}
+
+void
+c2s_end_turn(struct server *srv)
+{
+    const struct conf *cf = srv->conf;
+    while (srv->budget_head) {
+        struct c2s *c = srv->budget_head;
+        srv->budget_head = c->budget_next;
+        c->in_budget = 0;
+        if (c->s.closing || !c->s.registered)
+            continue;
+        for (;;) {
+            size_t sum = 0;
+            struct pt_session *first = sessions_of(srv, c->s.jid.bare);
+            for (struct pt_session *s = first; s; s = s->user_next)
+                if (s->ops == &c2s_ops)
+                    sum += C(s)->queued;
+            if (sum <= cf->out_account)
+                break;
+            struct c2s *big = largest(first, 1);
+            if (big == NULL || big->queued == 0)
+                break;
+            log_warnx("c2s %s (%s): the account's sessions have %zu bytes queued, over its budget: "
+                      "dropping this one, %zu bytes", big->s.peer, who(big), sum, big->queued);
+            int self = big == c;
+            conn_drop(big);
+            if (self)
+                break;
+        }
+    }
+    while (srv->out_queued > cf->out_total) {
+        struct c2s *big = largest(srv->lru_head, 0);
+        if (big == NULL || big->queued == 0)
+            break;
+        log_warnx("c2s %s (%s): %zu bytes queued to all clients, over the server's budget: "
+                  "dropping the largest queue, %zu bytes", big->s.peer, who(big), srv->out_queued, big->queued);
+        conn_drop(big);
+    }
 }

@@ -5,10 +5,13 @@
 #include "petrel.h"
 
 #include <confuse.h>
+#include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char *const default_modules[] = { "disco", "ping", "version", NULL };
 
@@ -51,6 +54,10 @@ static int v_iter(cfg_t *c, cfg_opt_t *o) { return validate_range(c, o, 4096, 10
 static int v_rate(cfg_t *c, cfg_opt_t *o) { return validate_range(c, o, 1024, 1L << 30); }
 static int v_peraddr(cfg_t *c, cfg_opt_t *o) { return validate_range(c, o, 1, 1000000); }
 static int v_mapsize(cfg_t *c, cfg_opt_t *o) { return validate_range(c, o, 16, 1L << 22); }
+static int v_unauth(cfg_t *c, cfg_opt_t *o) { return validate_range(c, o, 0, 1000000); }
+static int v_firstbyte(cfg_t *c, cfg_opt_t *o) { return validate_range(c, o, 1, 3600); }
+static int v_outkb(cfg_t *c, cfg_opt_t *o) { return validate_range(c, o, 64, 1L << 22); }
+static int v_outmb(cfg_t *c, cfg_opt_t *o) { return validate_range(c, o, 1, 1L << 20); }
 
 static int
 v_listen_type(cfg_t *cfg, cfg_opt_t *opt)
@@ -190,6 +197,12 @@ build_schema(cfg_opt_t **out)
         CFG_INT("auth_failures", 5, CFGF_NONE),
         CFG_INT("c2s_rate", 262144, CFGF_NONE),
         CFG_INT("connections_per_address", 1000, CFGF_NONE),
+        CFG_INT("unauthenticated_connections", 0, CFGF_NONE),     /* 0: from the file limit */
+        CFG_INT("first_byte_timeout", 10, CFGF_NONE),
+        CFG_INT("output_per_session_kb", 16384, CFGF_NONE),
+        CFG_INT("output_stalled_kb", 1024, CFGF_NONE),
+        CFG_INT("output_per_account_kb", 65536, CFGF_NONE),
+        CFG_INT("output_total_mb", 512, CFGF_NONE),
         CFG_END()
     };
     static cfg_opt_t host_base[] = {
@@ -254,6 +267,52 @@ xstrdup(const char *s)
     return s ? strdup(s) : NULL;
 }
 
+/* The folder of the configuration file, absolute (from the working folder when
+ * the file was named by a relative path; symbolic links are not followed).
+ * Relative paths in the file are taken from it, so that petreld and petrelctl
+ * find the same files from any working folder. 0, or -1 with errno. */
+static int
+conf_dir_of(const char *path, char *out, size_t outlen)
+{
+    const char *slash = strrchr(path, '/');
+    int n;
+    if (path[0] == '/') {
+        n = snprintf(out, outlen, "%.*s", slash == path ? 1 : (int)(slash - path), path);
+    } else {
+        char cwd[PATH_MAX];
+        if (getcwd(cwd, sizeof cwd) == NULL)
+            return -1;
+        if (slash == NULL)
+            n = snprintf(out, outlen, "%s", cwd);
+        else
+            n = snprintf(out, outlen, "%s%s%.*s", cwd, strcmp(cwd, "/") == 0 ? "" : "/", (int)(slash - path),
+                         path);
+    }
+    if (n < 0 || (size_t)n >= outlen) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    return 0;
+}
+
+/* p taken from the folder dir unless it is absolute; NULL stays NULL. A new
+ * string, or NULL on out-of-memory (with p non-NULL). */
+static char *
+conf_resolve(const char *dir, const char *p)
+{
+    if (p == NULL || p[0] == '/')
+        return xstrdup(p);
+    while (p[0] == '.' && p[1] == '/')
+        p += 2;
+    if (p[0] == '\0' || strcmp(p, ".") == 0)
+        return strdup(dir);
+    size_t n = strlen(dir) + 1 + strlen(p) + 1;
+    char *out = malloc(n);
+    if (out)
+        snprintf(out, n, "%s%s%s", dir, strcmp(dir, "/") == 0 ? "" : "/", p);
+    return out;
+}
+
 static int
 parse_listen_title(const char *title, struct conf_listen *l)
 {
@@ -310,6 +369,12 @@ conf_load(const char *path, char *err, size_t errlen)
     cfg_set_validate_func(cfg, "limits|auth_failures", v_fail);
     cfg_set_validate_func(cfg, "limits|c2s_rate", v_rate);
     cfg_set_validate_func(cfg, "limits|connections_per_address", v_peraddr);
+    cfg_set_validate_func(cfg, "limits|unauthenticated_connections", v_unauth);
+    cfg_set_validate_func(cfg, "limits|first_byte_timeout", v_firstbyte);
+    cfg_set_validate_func(cfg, "limits|output_per_session_kb", v_outkb);
+    cfg_set_validate_func(cfg, "limits|output_stalled_kb", v_outkb);
+    cfg_set_validate_func(cfg, "limits|output_per_account_kb", v_outkb);
+    cfg_set_validate_func(cfg, "limits|output_total_mb", v_outmb);
     cfg_set_validate_func(cfg, "listen|type", v_listen_type);
     cfg_set_validate_func(cfg, "listen|tls", v_listen_tls);
     cfg_set_validate_func(cfg, "host|admins", v_admins);
@@ -334,8 +399,22 @@ conf_load(const char *path, char *err, size_t errlen)
         goto nomem;
     c->cfg = cfg;
     c->path = xstrdup(path);
-    c->data_dir = xstrdup(cfg_getstr(cfg, "data_dir"));
-    c->pid_file = xstrdup(cfg_getstr(cfg, "pid_file"));
+    char dir[PATH_MAX];
+    if (conf_dir_of(path, dir, sizeof dir) < 0) {
+        snprintf(err, errlen, "%s: cannot make its folder an absolute path: %s", path, strerror(errno));
+        goto fail;
+    }
+    const char *dd = cfg_getstr(cfg, "data_dir"), *pf = cfg_getstr(cfg, "pid_file");
+    if (dd == NULL || dd[0] == '\0' || (pf && pf[0] == '\0')) {
+        snprintf(err, errlen, "%s: %s must not be empty", path,
+                 dd == NULL || dd[0] == '\0' ? "data_dir" : "pid_file");
+        goto fail;
+    }
+    c->dir = strdup(dir);
+    c->data_dir = conf_resolve(dir, dd);
+    c->pid_file = conf_resolve(dir, pf);
+    if (c->path == NULL || c->dir == NULL || c->data_dir == NULL || (pf && c->pid_file == NULL))
+        goto nomem;
     if (log_level_parse(cfg_getstr(cfg, "log_level"), &c->log_level) < 0)
         c->log_level = LOG_LVL_INFO;
     c->require_encryption = cfg_getbool(cfg, "require_encryption");
@@ -349,6 +428,12 @@ conf_load(const char *path, char *err, size_t errlen)
     c->auth_fail_limit = (unsigned)cfg_getint(lim, "auth_failures");
     c->c2s_rate = (unsigned)cfg_getint(lim, "c2s_rate");
     c->conns_per_addr = (unsigned)cfg_getint(lim, "connections_per_address");
+    c->max_unauth = (unsigned)cfg_getint(lim, "unauthenticated_connections");
+    c->first_byte_timeout = (unsigned)cfg_getint(lim, "first_byte_timeout");
+    c->out_session = (size_t)cfg_getint(lim, "output_per_session_kb") << 10;
+    c->out_stalled = (size_t)cfg_getint(lim, "output_stalled_kb") << 10;
+    c->out_account = (size_t)cfg_getint(lim, "output_per_account_kb") << 10;
+    c->out_total = (size_t)cfg_getint(lim, "output_total_mb") << 20;
 
     c->nlisten = cfg_size(cfg, "listen");
     c->listen = calloc(c->nlisten ? c->nlisten : 1, sizeof *c->listen);
@@ -394,8 +479,11 @@ conf_load(const char *path, char *err, size_t errlen)
             }
         ch->cfg = h;
         ch->name = strdup(name);
-        ch->certificate = xstrdup(cfg_getstr(h, "certificate"));
-        ch->key = xstrdup(cfg_getstr(h, "key"));
+        const char *crt = cfg_getstr(h, "certificate"), *key = cfg_getstr(h, "key");
+        ch->certificate = conf_resolve(dir, crt);
+        ch->key = conf_resolve(dir, key);
+        if ((crt && ch->certificate == NULL) || (key && ch->key == NULL))
+            goto nomem;
         if ((ch->certificate == NULL) != (ch->key == NULL)) {
             snprintf(err, errlen, "%s:%d: host \"%s\": give both certificate and key, or neither",
                      path, h->line, name);
@@ -524,6 +612,7 @@ conf_free(struct conf **cp)
     }
     free(c->hosts);
     free(c->path);
+    free(c->dir);
     free(c->data_dir);
     free(c->pid_file);
     if (c->cfg)

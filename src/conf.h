@@ -22,7 +22,7 @@ struct conf_listen {
 
 struct conf_host {
     char  *name;                /* nameprep'ed */
-    char  *certificate, *key;   /* NULL: self-signed, made in data_dir/certs on first start */
+    char  *certificate, *key;   /* absolute; NULL: self-signed, made in data_dir/certs on first start */
     char **admins;              /* bare JIDs */
     size_t nadmins;
     char **modules;
@@ -32,8 +32,9 @@ struct conf_host {
 };
 
 struct conf {
-    char *path;
-    char *data_dir;
+    char *path;                 /* as given */
+    char *dir;                  /* its folder, absolute: relative paths in the file are taken from it */
+    char *data_dir;             /* absolute, like pid_file and the hosts' certificate and key */
     char *pid_file;
     enum log_level log_level;
     struct conf_listen *listen;
@@ -48,13 +49,21 @@ struct conf {
     unsigned auth_fail_limit;   /* failures from one address before it is slowed down */
     unsigned c2s_rate;          /* bytes per second a client may send, sustained (burst: 2 s worth) */
     unsigned conns_per_addr;    /* open client connections from one IP address */
+    unsigned max_unauth;        /* connections not yet authenticated (0: from the file limit) */
+    unsigned first_byte_timeout;    /* seconds a new connection may stay silent */
+    size_t   out_session;       /* bytes queued to one session, at most */
+    size_t   out_stalled;       /* ... once it has read nothing for a while */
+    size_t   out_account;       /* ... to all sessions of one account */
+    size_t   out_total;         /* ... to all sessions of the server */
     unsigned scram_iterations;
     size_t   store_map_size;    /* bytes */
     int      require_encryption;
     void    *cfg;               /* libconfuse tree */
 };
 
-/* Load and validate. On failure returns NULL and writes "file:line: message" to err. */
+/* Load and validate. Relative paths (data_dir, pid_file, certificate, key) are
+ * made absolute from the file's folder. On failure returns NULL and writes
+ * "file:line: message" to err. */
 struct conf *conf_load(const char *path, char *err, size_t errlen);
 void conf_free(struct conf **c);
 /* Fill a module's conf struct from its section in the host ("ping { interval = 20 }"). 0 or -1. */

@@ -23,8 +23,12 @@ void
 router_bounce(struct server *srv, const struct pt_stanza *st, const char *type, const char *condition,
               const char *text)
 {
-    if (stanza_is_kind(st, "presence") && !is_type(st, "subscribe") && !is_type(st, "probe"))
-        return;     /* RFC 6121: presence errors only where the sender waits for an answer */
+    /* RFC 6121: presence errors only where the sender waits for an answer: a
+     * subscription request, a probe, or directed presence to a domain that
+     * cannot be reached (RFC 6120 10.4.3: a room join would hang otherwise) */
+    if (stanza_is_kind(st, "presence") && !is_type(st, "subscribe") && !is_type(st, "probe") &&
+        !(is_type(st, "available") && strcmp(condition, "remote-server-not-found") == 0))
+        return;
     if (st->from.full == NULL)
         return;
     struct pt_stanza *err = stanza_error_reply(st, type, condition, text);
@@ -88,7 +92,11 @@ deliver_host(struct host *h, struct pt_stanza *st, struct pt_session *origin)
         return;
     }
     snprintf(route, sizeof route, "%s/host", pt_stanza_name(st));
-    hooks_run(h, route, origin, st);        /* unhandled messages and presence to the host are dropped */
+    if (hooks_run(h, route, origin, st) == PT_HANDLED)
+        return;
+    /* a message nobody handles is answered (errors and headlines never are); presence is dropped */
+    if (stanza_is_kind(st, "message") && !is_type(st, "error") && !is_type(st, "headline"))
+        router_bounce(h->srv, st, "cancel", "service-unavailable", NULL);
 }
 
 /* RFC 6121 8.5.2: a message to a bare JID goes to the available resources with
@@ -107,9 +115,12 @@ deliver_message_bare(struct host *h, struct pt_stanza *st, struct pt_session *or
         return;
     }
     int delivered = 0;
-    for (struct pt_session *s = sessions_of(h->srv, st->to.bare); s; s = s->user_next)
+    struct pt_session *next;
+    for (struct pt_session *s = sessions_of(h->srv, st->to.bare); s; s = next) {
+        next = s->user_next;        /* a failed send unregisters s */
         if (s->available && s->priority >= 0 && session_send(s, st) == 0)
             delivered++;
+    }
     if (delivered)
         return;
     /* RFC 6121 8.5.2.2.1: errors and headlines are silently ignored, not stored */
@@ -161,9 +172,12 @@ deliver_bare(struct host *h, struct pt_stanza *st, struct pt_session *origin)
     const char *type = pt_stanza_type(st);
     if (strcmp(type, "probe") == 0)
         return;
-    for (struct pt_session *s = sessions_of(h->srv, st->to.bare); s; s = s->user_next)
+    struct pt_session *next;
+    for (struct pt_session *s = sessions_of(h->srv, st->to.bare); s; s = next) {
+        next = s->user_next;        /* a failed send unregisters s */
         if (s->available)
             session_send(s, st);
+    }
 }
 
 static void
@@ -230,7 +244,8 @@ router_route(struct server *srv, struct pt_stanza *st, struct pt_session *origin
             return;
         }
         /* domain/resource: nothing lives there yet */
-        if (stanza_is_kind(st, "iq") && (is_type(st, "get") || is_type(st, "set")))
+        if ((stanza_is_kind(st, "iq") && (is_type(st, "get") || is_type(st, "set"))) ||
+            (stanza_is_kind(st, "message") && !is_type(st, "error") && !is_type(st, "headline")))
             router_bounce(srv, st, "cancel", "service-unavailable", NULL);
         return;
     }

@@ -20,16 +20,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #define AUTH_FAIL_FORGET_MS (10 * 60 * 1000)
 #define AUTH_MAX_DELAY_MS   30000
+#define FD_RESERVE          64      /* descriptors kept for the store, logs, control socket, listeners */
 
 struct auth_fail {
     unsigned count;
     uint64_t last_ms;
+    uint64_t next_ms;           /* the next throttled attempt is answered no earlier */
+    unsigned ahead;             /* attempts waiting for their turn (until next_ms) */
 };
 
 struct host *
@@ -41,11 +45,10 @@ server_host(struct server *srv, const char *domain)
     return NULL;
 }
 
-void server_wake(struct server *srv) { (void)srv; }
-
 void
 server_end_turn(struct server *srv)
 {
+    c2s_end_turn(srv);
     if (store_pending(srv->store))
         store_commit(srv->store);
     session_reap_all(srv);
@@ -111,6 +114,30 @@ server_auth_delay_ms(struct server *srv, const char *addr)
     unsigned over = f->count - srv->conf->auth_fail_limit;
     unsigned ms = over >= 5 ? AUTH_MAX_DELAY_MS : 1000u << over;
     return ms > AUTH_MAX_DELAY_MS ? AUTH_MAX_DELAY_MS : ms;
+}
+
+int
+server_auth_slot(struct server *srv, const char *addr, uint64_t *wait_ms)
+{
+    *wait_ms = 0;
+    struct auth_fail *f = hash_get(srv->auth_fail, addr);
+    if (f == NULL || f->count < srv->conf->auth_fail_limit)
+        return 0;
+    uint64_t now = pt_now_ms();
+    if (f->next_ms <= now)
+        f->ahead = 0;           /* nobody waiting */
+    /* each attempt waiting ahead counts as the failure it is likely to be */
+    unsigned over = f->count + f->ahead - srv->conf->auth_fail_limit;
+    uint64_t delay = over >= 5 ? AUTH_MAX_DELAY_MS : 1000u << over;
+    if (delay > AUTH_MAX_DELAY_MS)
+        delay = AUTH_MAX_DELAY_MS;
+    uint64_t slot = (f->next_ms > now ? f->next_ms : now) + delay;
+    if (slot - now > AUTH_MAX_DELAY_MS)
+        return -1;
+    f->next_ms = slot;
+    f->ahead++;
+    *wait_ms = slot - now;
+    return 0;
 }
 
 struct gc_ctx {
@@ -242,11 +269,16 @@ setup_host(struct server *srv, struct host *h, const struct conf_host *c)
             fatal("mkdir %s", dir);
         snprintf(cert, sizeof cert, "%s/%s.crt", dir, c->name);
         snprintf(key, sizeof key, "%s/%s.key", dir, c->name);
-        if (access(cert, R_OK) != 0) {
-            if (tls_make_selfsigned(c->name, cert, key, err, sizeof err) < 0)
-                fatalx("host %s: cannot make a self-signed certificate: %s", c->name, err);
+        /* ours: a missing, empty or non-PEM file (a failed write, e.g. a full disk) is made again */
+        char note[2 * sizeof cert + 64];
+        int made = tls_selfsigned_ensure(c->name, cert, key, note, sizeof note, err, sizeof err);
+        if (made < 0)
+            fatalx("host %s: cannot make a self-signed certificate: %s", c->name, err);
+        if (made > 0 && note[0] != '\0')
+            log_warnx("host %s: %s: made a new self-signed certificate %s (for development only)", c->name,
+                      note, cert);
+        else if (made > 0)
             log_warnx("host %s: made a self-signed certificate %s (for development only)", c->name, cert);
-        }
     }
     h->ssl_ctx = tls_ctx_new(cert, key, err, sizeof err);
     if (h->ssl_ctx == NULL)
@@ -326,6 +358,19 @@ server_init(struct server *srv, struct conf *conf)
     srv->conns_by_addr = hash_new(1024);
     if (srv->users == NULL || srv->auth_fail == NULL || srv->conns_by_addr == NULL)
         fatalx("out of memory");
+    /* descriptors: every client socket is one; a reserve stays for the store,
+     * the log, the control socket and the listeners, whatever clients do */
+    struct rlimit rl;
+    size_t nofile = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY ? (size_t)rl.rlim_cur
+                                                                                         : 65536;
+    srv->max_sockets = nofile > 2 * FD_RESERVE ? nofile - FD_RESERVE : nofile / 2;
+    srv->max_unauth = conf->max_unauth ? conf->max_unauth : srv->max_sockets / 2;
+    if (srv->max_unauth > srv->max_sockets)
+        srv->max_unauth = srv->max_sockets;
+    log_info("limits: %zu client connections, %zu of them before binding (file limit %zu)", srv->max_sockets,
+             srv->max_unauth, nofile);
+    if (c2s_init(srv) < 0)
+        fatalx("timer");
     srv->auth_fail_gc = event_new(srv->base, -1, EV_PERSIST, auth_fail_gc, srv);
     struct timeval gc = { 10, 0 };
     if (srv->auth_fail_gc == NULL || event_add(srv->auth_fail_gc, &gc) < 0)
@@ -402,6 +447,7 @@ server_fini(struct server *srv)
             event_free(srv->sigs[i]);
     if (srv->auth_fail_gc)
         event_free(srv->auth_fail_gc);
+    c2s_fini(srv);
     hash_free(&srv->users, NULL);
     hash_free(&srv->auth_fail, free);
     hash_free(&srv->conns_by_addr, NULL);

@@ -148,7 +148,6 @@ session_reap(struct pt_session *s)
     session_unregister(s);
     s->reap_next = s->srv->reap;
     s->srv->reap = s;
-    server_wake(s->srv);
 }
 
 void

@@ -115,6 +115,8 @@ struct raw {
     char server_sig[256];       /* SCRAM: base64 ServerSignature from <success/> */
 };
 
+/* 0, or the receive buffer raw clients set on their sockets (SO_RCVBUF) before connecting. */
+extern int raw_rcvbuf;
 /* 0, or the highest TLS version raw clients offer (e.g. TLS1_2_VERSION). */
 extern int raw_tls_max_version;
 /* Connect to 127.0.0.1:port, from src_ip (a 127.x.y.z address, or NULL for the
@@ -249,5 +251,21 @@ extern struct srv S;            /* the shared server (itest.c) */
 extern const struct test t_hardening_tests[];   /* t_hardening.c: connections, caps, TLS close */
 extern const struct test t_store_tests[];       /* t_store.c: damaged store, data folder, paths */
 extern const struct test t_xml_tests[];         /* t_xml.c: stream header and namespace limits */
+
+/* ---- more for the store and data-folder tests (t_store.c) --------------------------------------- */
+/* A free TCP port on 127.0.0.1 (0 if none); whether one accepts connections. */
+int free_port(void);
+int port_open(int port);
+/* srv_stop, keeping the folder (to look at or damage its store; srv_respawn
+ * starts the server on it again). 0 when it exited with status 0. */
+int srv_stop_keep(struct srv *s);
+/* Run s's petreld with config conf (NULL: s->conf) in the foreground, its
+ * stdout and stderr into out, and wait up to timeout_ms for it to exit. The
+ * wait status, or -1 when it still ran at the deadline (then killed) or did not start. */
+int petreld_run(const struct srv *s, const char *conf, int timeout_ms, char *out, size_t outlen);
+/* petrelctl -c conf args... run in the working folder cwd (NULL: this one),
+ * otherwise like srv_ctl: the exit status (0..255), or -1. */
+int ctl_run(const char *cwd, const char *conf, const char *stdin_data, char *out, size_t outlen,
+            const char *const *args);
 
 #endif

@@ -48,6 +48,7 @@ static const char USERS[] =
     "c13p@localhost old-pw-c13p\n"
     "c13d@localhost pw-c13d\n"
     "x14@localhost pw-x14\n"
+    "h8@localhost pw-h8\n"
     "carol@example.test pw-carol\n";
 
 /* ---- helpers ------------------------------------------------------------------------------ */

@@ -78,12 +78,18 @@ struct fake {
     char closed[64];            /* last close condition ("" for a clean close) */
     int nclosed;
     struct fake *next;          /* all fakes of the fixture */
+    int fail_send;              /* send() fails and closes, as a transport over its output cap does */
 };
 
 static int
 fake_send(struct pt_session *s, const char *data, size_t len)
 {
     struct fake *f = (struct fake *)s;
+    if (f->fail_send) {
+        s->closing = 1;
+        session_unregister(s);
+        return -1;
+    }
     strbuf_add(&f->out, data, len);
     if (f->ngot < MAX_GOT)
         f->got[f->ngot] = strndup(data, len);
@@ -659,12 +665,20 @@ test_host_resource_and_host_messages(void **state)
     assert_error(j, 0, "iq", "hr1", "localhost/admin", "juliet@localhost/balcony", "cancel",
                  "service-unavailable");
     route(&j->s, stz("<message type='chat' id='hr2' from='juliet@localhost/balcony' to='localhost/admin'/>"));
+    assert_int_equal(j->ngot, 2);
+    assert_error(j, 1, "message", "hr2", "localhost/admin", "juliet@localhost/balcony", "cancel",
+                 "service-unavailable");
     route(&j->s, stz("<iq type='result' id='hr3' from='juliet@localhost/balcony' to='localhost/admin'/>"));
-    /* a message or presence to the host that no module wants is dropped */
+    route(&j->s, stz("<message type='headline' id='hr4' from='juliet@localhost/balcony' to='localhost/admin'/>"));
+    assert_int_equal(j->ngot, 2);
+    /* a message to the host that no module wants is answered; presence is dropped */
     route(&j->s, stz("<message type='chat' id='hm1' from='juliet@localhost/balcony' to='localhost'>"
                      "<body>hello server</body></message>"));
+    assert_int_equal(j->ngot, 3);
+    assert_error(j, 2, "message", "hm1", "localhost", "juliet@localhost/balcony", "cancel", "service-unavailable");
+    route(&j->s, stz("<message type='error' id='hm2' from='juliet@localhost/balcony' to='localhost'/>"));
     route(&j->s, stz("<presence from='juliet@localhost/balcony' to='localhost'/>"));
-    assert_int_equal(j->ngot, 1);
+    assert_int_equal(j->ngot, 3);
     assert_int_equal(hk[H_BARE_HI].calls + hk[H_OFFLINE].calls, 0);
 }
 
@@ -799,15 +813,20 @@ test_unknown_domain(void **state)
     assert_error(j, 1, "iq", "x2", "remote.example", "juliet@localhost/balcony", "cancel",
                  "remote-server-not-found");
 
-    /* presence is not answered with errors (only subscribe/probe wait for one) */
-    route(&j->s, stz("<presence from='juliet@localhost/balcony' to='romeo@remote.example'/>"));
-    assert_int_equal(j->ngot, 2);
+    /* directed available presence is answered (RFC 6120 10.4.3: a room join
+     * would hang), unavailable presence is not */
+    route(&j->s, stz("<presence id='x2p' from='juliet@localhost/balcony' to='room@conf.remote.example/nick'/>"));
+    assert_int_equal(j->ngot, 3);
+    assert_error(j, 2, "presence", "x2p", "room@conf.remote.example/nick", "juliet@localhost/balcony", "cancel",
+                 "remote-server-not-found");
+    route(&j->s, stz("<presence type='unavailable' from='juliet@localhost/balcony' to='romeo@remote.example'/>"));
+    assert_int_equal(j->ngot, 3);
     route(&j->s, stz("<presence type='subscribe' id='x3' from='juliet@localhost/balcony' "
                      "to='romeo@remote.example'/>"));
-    assert_int_equal(j->ngot, 3);
-    assert_error(j, 2, "presence", "x3", "romeo@remote.example", "juliet@localhost/balcony", "cancel",
+    assert_int_equal(j->ngot, 4);
+    assert_error(j, 3, "presence", "x3", "romeo@remote.example", "juliet@localhost/balcony", "cancel",
                  "remote-server-not-found");
-    assert_int_equal(hk[H_REMOTE].calls, 4);
+    assert_int_equal(hk[H_REMOTE].calls, 5);
 
     /* a route/remote hook that takes it stops the bounce */
     hk[H_REMOTE].verdict = PT_HANDLED;
@@ -815,9 +834,9 @@ test_unknown_domain(void **state)
                      "<body>hi</body></message>"));
     route(&j->s, stz("<iq type='get' id='x5' from='juliet@localhost/balcony' to='remote.example'>"
                      "<ping xmlns='urn:xmpp:ping'/></iq>"));
-    assert_int_equal(hk[H_REMOTE].calls, 6);
+    assert_int_equal(hk[H_REMOTE].calls, 7);
     assert_string_equal(hk[H_REMOTE].to, "remote.example");
-    assert_int_equal(j->ngot, 3);
+    assert_int_equal(j->ngot, 4);
     assert_int_equal(hk[H_REMOTE2].calls, 0);      /* the other host's hook is not asked */
 }
 
@@ -1051,6 +1070,25 @@ test_unregister_stops_delivery(void **state)
     assert_null(sessions_of(&F->srv, "romeo@localhost"));
 }
 
+/* A resource whose send fails (and which unregisters itself, as a c2s over
+ * its output cap does) does not stop the fan-out to the others. */
+static void
+test_failed_send_does_not_stop_fanout(void **state)
+{
+    (void)state;
+    struct fake *r3 = mk("romeo", "localhost", "third", 1, 5);
+    struct fake *r2 = mk("romeo", "localhost", "garden", 1, 5);
+    struct fake *r1 = mk("romeo", "localhost", "orchard", 1, 5);
+    struct fake *j = mk("juliet", "localhost", "balcony", 1, 0);
+    struct pt_session *first = sessions_of(&F->srv, "romeo@localhost");
+    ((struct fake *)first)->fail_send = 1;
+    route(&j->s, stz("<message type='chat' id='f1' from='juliet@localhost/balcony' to='romeo@localhost'>"
+                     "<body>hi</body></message>"));
+    int got = (int)(r1->ngot + r2->ngot + r3->ngot);
+    assert_int_equal(got, 2);           /* both other resources */
+    assert_int_equal(j->ngot, 0);       /* and no error to the sender */
+}
+
 int
 main(void)
 {
@@ -1080,6 +1118,7 @@ main(void)
         T(test_no_error_loops),
         T(test_register_conflict),
         T(test_unregister_stops_delivery),
+        T(test_failed_send_does_not_stop_fanout),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
