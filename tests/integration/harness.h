@@ -251,6 +251,9 @@ extern struct srv S;            /* the shared server (itest.c) */
 extern const struct test t_hardening_tests[];   /* t_hardening.c: connections, caps, TLS close */
 extern const struct test t_store_tests[];       /* t_store.c: damaged store, data folder, paths */
 extern const struct test t_xml_tests[];         /* t_xml.c: stream header and namespace limits */
+extern const struct test t_modules_tests[];     /* t_modules.c: modules on the public API */
+extern const struct test t_services_tests[];    /* t_services.c: service domains, server-wide modules */
+extern const struct test t_sessions_tests[];    /* t_sessions.c: sessions, the stream engine */
 
 /* ---- more for the store and data-folder tests (t_store.c) --------------------------------------- */
 /* A free TCP port on 127.0.0.1 (0 if none); whether one accepts connections. */
