@@ -8,7 +8,15 @@
  * in the tick at which its silence crosses `interval`, and closed once its
  * silence reaches `interval + timeout`: it was pinged `timeout` seconds
  * earlier and has not said a word since. Any byte from the client, the
- * answer to our ping included, resets its silence. */
+ * answer to our ping included, resets its silence.
+ *
+ * A stalled loop (the process stopped, swapped out, or busy for longer than
+ * two ticks) breaks the second half of that reasoning: the silences grew
+ * while nobody could ping, so a silence past `interval + timeout` no longer
+ * means that a ping went unanswered. The first tick after a stall therefore
+ * pings every session whose silence crossed `interval` during it, and no
+ * session is closed until `timeout` seconds after that tick: each gets its
+ * ping and the whole `timeout` to answer it. */
 #include "config.h"
 #include "petrel.h"
 
@@ -26,10 +34,13 @@ struct ping_walk {
     uint64_t now;
     uint64_t since;                     /* the previous tick: silences that crossed the
                                            interval after it get their ping now */
+    uint64_t resumed;                   /* the first tick after the last stall */
 };
 
 struct ping_state {
     uint64_t last_tick_ms;
+    uint64_t resumed_ms;                /* the first tick after the last stall (init: the start) */
+    uint64_t tick_ms;                   /* the timer's period */
 };
 
 static enum pt_verdict
@@ -73,19 +84,26 @@ ping_check(struct pt_mod *m, struct pt_session *s, void *arg)
     const struct ping_conf *c = pt_conf(m);
     const struct ping_walk *w = arg;
     uint64_t idle = pt_session_idle_ms(s);
-    uint64_t interval = (uint64_t)c->interval * 1000, limit = interval + (uint64_t)c->timeout * 1000;
-    if (idle >= limit) {
+    uint64_t interval = (uint64_t)c->interval * 1000, timeout = (uint64_t)c->timeout * 1000;
+    /* the walk visits only sessions idle for at least the interval: idle - interval >= 0 */
+    if (idle < interval)
+        return 0;
+    /* closed only when the ping it had was at least `timeout` ago: a silence that
+     * crossed the interval before the last stall got its ping by the end of it */
+    if (idle - interval >= timeout && w->now - w->resumed >= timeout) {
         pt_log(m, PT_LOG_INFO, "%s did not answer a ping in %llds: closing",
                pt_session_jid(s)->full, c->timeout);
         pt_session_close(s, "connection-timeout");
         return 0;
     }
-    /* silence crossed the interval since the previous tick: ping now, once */
-    if (idle - (w->now - w->since) >= interval)
+    /* silence crossed the interval since the previous tick: ping now, once
+     * (written without `idle - (now - since)`, which wraps when the gap since
+     * the previous tick, a stall, is longer than the silence) */
+    if (idle - interval >= w->now - w->since)
         return 0;                       /* pinged at an earlier tick, still waiting */
     char id[48];
     snprintf(id, sizeof id, "petrel-ping-%llu", (unsigned long long)w->now);
-    struct pt_stanza *iq = pt_stanza_new("iq", "get", id, pt_host(m), pt_session_jid(s)->full);
+    struct pt_stanza *iq = pt_stanza_new("iq", "get", id, pt_session_jid(s)->domain, pt_session_jid(s)->full);
     if (iq == NULL)
         return 1;
     if (xml_add(pt_stanza_xml(iq), NS_PING, "ping") != NULL && pt_session_send(s, iq) == 0)
@@ -100,7 +118,13 @@ ping_tick(struct pt_mod *m, void *arg)
 {
     struct ping_state *st = arg;
     const struct ping_conf *c = pt_conf(m);
-    struct ping_walk w = { pt_now_ms(), st->last_tick_ms };
+    uint64_t now = pt_now_ms();
+    if (now - st->last_tick_ms > 2 * st->tick_ms) {
+        st->resumed_ms = now;
+        pt_log(m, PT_LOG_WARNING, "the loop stalled for %llu ms: every silent session gets a ping "
+               "and %llds to answer it", (unsigned long long)(now - st->last_tick_ms), c->timeout);
+    }
+    struct ping_walk w = { now, st->last_tick_ms, st->resumed_ms };
     pt_sessions_idle(m, (uint64_t)c->interval * 1000, ping_check, &w);
     st->last_tick_ms = w.now;
 }
@@ -112,9 +136,12 @@ ping_init(struct pt_mod *m)
     struct ping_state *st = pt_state(m, sizeof *st);
     if (st == NULL)
         return PT_ENOMEM;
-    st->last_tick_ms = pt_now_ms();
+    st->last_tick_ms = st->resumed_ms = pt_now_ms();
     int rc = pt_hook_iq(m, "get", NS_PING, "ping", ping_get, PT_PRIO_DEFAULT);
-    if (rc == 0)
+    /* a service has no accounts and no sessions: it answers pings to itself only
+     * (room@service/nick pings, XEP-0410, are the MUC module's) */
+    int service = pt_host_is_service(m);
+    if (rc == 0 && !service)
         rc = pt_hook(m, "iq-get/bare/" NS_PING ":ping", ping_get_own, PT_PRIO_DEFAULT);
     if (rc == 0)
         rc = pt_hook(m, "iq-result/host", ping_reply, PT_PRIO_DEFAULT);
@@ -122,8 +149,9 @@ ping_init(struct pt_mod *m)
         rc = pt_hook(m, "iq-error/host", ping_reply, PT_PRIO_DEFAULT);
     /* several ticks per timeout, so a dead session goes within about interval + timeout */
     unsigned tick = (unsigned)(c->timeout < c->interval ? c->timeout : c->interval) * 1000 / 4;
-    if (rc == 0)
-        rc = pt_timer(m, tick < 250 ? 250 : tick, ping_tick, st);
+    st->tick_ms = tick < 250 ? 250 : tick;
+    if (rc == 0 && !service)
+        rc = pt_timer(m, (unsigned)st->tick_ms, ping_tick, st);
     return rc;
 }
 

@@ -6,11 +6,15 @@
 
 extern const struct pt_module mod_disco;
 extern const struct pt_module mod_ping;
+extern const struct pt_module mod_time;
+extern const struct pt_module mod_uptime;
 extern const struct pt_module mod_version;
 
 const struct pt_module *const pt_builtin_modules[] = {
     &mod_disco,
     &mod_ping,
+    &mod_time,
+    &mod_uptime,
     &mod_version,
     NULL,
 };

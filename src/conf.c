@@ -93,18 +93,32 @@ v_log_level(cfg_t *cfg, cfg_opt_t *opt)
     return 0;
 }
 
+/* "host \"x\"", "service \"x\"" or "server-wide" for the section cfg (a
+ * validator gets the section that holds the option). */
+static const char *
+sec_label(cfg_t *cfg, char *buf, size_t len)
+{
+    if (cfg_title(cfg) == NULL)
+        snprintf(buf, len, "server-wide");
+    else
+        snprintf(buf, len, "%s \"%s\"", strcmp(cfg->name, "service") == 0 ? "service" : "host",
+                 cfg_title(cfg));
+    return buf;
+}
+
 /* Checked while parsing, so that cfg->line is the line of the option
  * (after parsing, a section's line is the line of its closing brace). */
 static int
 v_admins(cfg_t *cfg, cfg_opt_t *opt)
 {
+    char label[300];
     for (unsigned i = 0; i < cfg_opt_size(opt); i++) {
         const char *a = cfg_opt_getnstr(opt, i);
         struct jid j;
         int bad = jid_parse(&j, a, strlen(a)) < 0 || j.resource != NULL || j.node[0] == '\0';
         jid_clear(&j);
         if (bad) {
-            cfg_error(cfg, "host \"%s\": admin \"%s\" is not a bare user JID", cfg_title(cfg), a);
+            cfg_error(cfg, "%s: admin \"%s\" is not a bare user JID", sec_label(cfg, label, sizeof label), a);
             return -1;
         }
     }
@@ -114,15 +128,16 @@ v_admins(cfg_t *cfg, cfg_opt_t *opt)
 static int
 v_modules(cfg_t *cfg, cfg_opt_t *opt)
 {
+    char label[300];
     for (unsigned i = 0; i < cfg_opt_size(opt); i++) {
         const char *m = cfg_opt_getnstr(opt, i);
         if (conf_find_module(m) == NULL) {
-            cfg_error(cfg, "host \"%s\": unknown module \"%s\"", cfg_title(cfg), m);
+            cfg_error(cfg, "%s: unknown module \"%s\"", sec_label(cfg, label, sizeof label), m);
             return -1;
         }
         for (unsigned k = 0; k < i; k++)
             if (strcmp(cfg_opt_getnstr(opt, k), m) == 0) {
-                cfg_error(cfg, "host \"%s\": module \"%s\" is listed twice", cfg_title(cfg), m);
+                cfg_error(cfg, "%s: module \"%s\" is listed twice", sec_label(cfg, label, sizeof label), m);
                 return -1;
             }
     }
@@ -175,7 +190,7 @@ free_module_opts(cfg_opt_t *opts)
     free(opts);
 }
 
-static cfg_opt_t *host_opts;
+static cfg_opt_t *host_opts, *service_opts;
 static cfg_opt_t **mod_opt_tables;
 
 static int
@@ -212,22 +227,34 @@ build_schema(cfg_opt_t **out)
         CFG_STR_LIST("modules", "{disco, ping, version}", CFGF_NONE),
         CFG_BOOL("allow_registration", cfg_false, CFGF_NONE),
     };
+    /* a service domain: no accounts, so no certificate for clients and no registration */
+    static cfg_opt_t service_base[] = {
+        CFG_STR("parent", NULL, CFGF_NODEFAULT),
+        CFG_STR("name", NULL, CFGF_NODEFAULT),
+        CFG_STR_LIST("admins", "{}", CFGF_NONE),
+        CFG_STR_LIST("modules", "{disco, ping, version}", CFGF_NONE),
+    };
     size_t nbase = sizeof host_base / sizeof host_base[0];
+    size_t nsbase = sizeof service_base / sizeof service_base[0];
     host_opts = calloc(nbase + nmods + 1, sizeof *host_opts);
+    service_opts = calloc(nsbase + nmods + 1, sizeof *service_opts);
     mod_opt_tables = calloc(nmods + 1, sizeof *mod_opt_tables);
-    if (host_opts == NULL || mod_opt_tables == NULL)
+    if (host_opts == NULL || service_opts == NULL || mod_opt_tables == NULL)
         return -1;
     memcpy(host_opts, host_base, sizeof host_base);
+    memcpy(service_opts, service_base, sizeof service_base);
     for (size_t i = 0; i < nmods; i++) {
         mod_opt_tables[i] = module_opts(pt_builtin_modules[i]);
         if (mod_opt_tables[i] == NULL)
             return -1;
         cfg_opt_t sec = CFG_SEC(pt_builtin_modules[i]->name, mod_opt_tables[i], CFGF_NONE);
         host_opts[nbase + i] = sec;
+        service_opts[nsbase + i] = sec;
     }
     host_opts[nbase + nmods].type = CFGT_NONE;
+    service_opts[nsbase + nmods].type = CFGT_NONE;
 
-    cfg_opt_t top[] = {
+    cfg_opt_t top_base[] = {
         CFG_STR("data_dir", "var", CFGF_NONE),
         CFG_STR("pid_file", NULL, CFGF_NODEFAULT),
         CFG_STR("log_level", "info", CFGF_NONE),
@@ -237,12 +264,20 @@ build_schema(cfg_opt_t **out)
         CFG_SEC("limits", limit_opts, CFGF_NONE),
         CFG_SEC("listen", listen_opts, CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES),
         CFG_SEC("host", host_opts, CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES),
-        CFG_END()
+        CFG_SEC("service", service_opts, CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES),
+        /* server-wide modules, loaded once after the hosts; their sections are top-level */
+        CFG_STR_LIST("modules", "{}", CFGF_NONE),
     };
-    *out = malloc(sizeof top);
+    size_t ntop = sizeof top_base / sizeof top_base[0];
+    *out = calloc(ntop + nmods + 1, sizeof **out);
     if (*out == NULL)
         return -1;
-    memcpy(*out, top, sizeof top);
+    memcpy(*out, top_base, sizeof top_base);
+    for (size_t i = 0; i < nmods; i++) {
+        cfg_opt_t sec = CFG_SEC(pt_builtin_modules[i]->name, mod_opt_tables[i], CFGF_NONE);
+        (*out)[ntop + i] = sec;
+    }
+    (*out)[ntop + nmods].type = CFGT_NONE;
     return 0;
 }
 
@@ -256,6 +291,8 @@ free_schema(cfg_opt_t *top)
     mod_opt_tables = NULL;
     free(host_opts);
     host_opts = NULL;
+    free(service_opts);
+    service_opts = NULL;
     free(top);
 }
 
@@ -342,6 +379,182 @@ conf_find_module(const char *name)
     return NULL;
 }
 
+const char *
+conf_host_label(const struct conf_host *h, char *buf, size_t len)
+{
+    if (h->kind == CONF_SERVER)
+        snprintf(buf, len, "server-wide");
+    else
+        snprintf(buf, len, "%s \"%s\"", h->kind == CONF_SERVICE ? "service" : "host", h->name);
+    return buf;
+}
+
+/* admins, modules and module options of a host, a service or the server-wide
+ * entry (sec: its section, or the top level). 0, -1 with err, -2 out of memory. */
+static int
+parse_common(cfg_t *sec, struct conf_host *ch, const char *path, char *err, size_t errlen)
+{
+    char label[300];
+    conf_host_label(ch, label, sizeof label);
+    ch->cfg = sec;
+    ch->nadmins = ch->kind == CONF_SERVER ? 0 : cfg_size(sec, "admins");
+    ch->admins = calloc(ch->nadmins + 1, sizeof *ch->admins);
+    ch->nmodules = cfg_size(sec, "modules");
+    ch->modules = calloc(ch->nmodules + 1, sizeof *ch->modules);
+    if (ch->name == NULL || ch->admins == NULL || ch->modules == NULL)
+        return -2;
+    for (size_t k = 0; k < ch->nadmins; k++) {
+        struct jid j;
+        const char *a = cfg_getnstr(sec, "admins", (unsigned)k);
+        if (jid_parse(&j, a, strlen(a)) < 0 || j.resource != NULL || j.node[0] == '\0') {
+            jid_clear(&j);
+            snprintf(err, errlen, "%s:%d: %s: admin \"%s\" is not a bare user JID", path, sec->line, label, a);
+            return -1;
+        }
+        ch->admins[k] = strdup(j.bare);
+        jid_clear(&j);
+        if (ch->admins[k] == NULL)
+            return -2;
+    }
+    for (size_t k = 0; k < ch->nmodules; k++) {
+        const char *m = cfg_getnstr(sec, "modules", (unsigned)k);
+        if (conf_find_module(m) == NULL) {
+            snprintf(err, errlen, "%s:%d: %s: unknown module \"%s\"", path, sec->line, label, m);
+            return -1;
+        }
+        for (size_t q = 0; q < k; q++)
+            if (strcmp(ch->modules[q], m) == 0) {
+                snprintf(err, errlen, "%s:%d: %s: module \"%s\" is listed twice", path, sec->line, label, m);
+                return -1;
+            }
+        if ((ch->modules[k] = strdup(m)) == NULL)
+            return -2;
+    }
+    /* validate module options now, so --check-config catches them */
+    for (size_t k = 0; k < ch->nmodules; k++) {
+        const struct pt_module *mod = conf_find_module(ch->modules[k]);
+        void *tmp = calloc(1, mod->conf_size ? mod->conf_size : 1);
+        if (tmp == NULL)
+            return -2;
+        int r = conf_module(ch, mod, tmp, err, errlen);
+        for (const struct pt_option *o = mod->options; o && o->name; o++)
+            if (o->type == PT_OPT_STR)
+                free(*(char **)((char *)tmp + o->offset));
+        free(tmp);
+        if (r < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static const struct conf_host *
+find_user_host(const struct conf *c, const char *name)
+{
+    for (size_t i = 0; i < c->nhosts; i++)
+        if (strcmp(c->hosts[i].name, name) == 0)
+            return &c->hosts[i];
+    return NULL;
+}
+
+/* A module listed server-wide and on a host or service would run twice
+ * (two pings to every session, two answers to one iq): refused. */
+static int
+check_server_wide(const struct conf *c, const struct conf_host *ch, const char *path, char *err, size_t errlen)
+{
+    char label[300];
+    for (size_t k = 0; k < ch->nmodules; k++)
+        for (size_t q = 0; q < c->server.nmodules; q++)
+            if (strcmp(ch->modules[k], c->server.modules[q]) == 0) {
+                snprintf(err, errlen,
+                         "%s:%d: %s: module \"%s\" is also in the server-wide modules list; "
+                         "list it in one place only",
+                         path, ((cfg_t *)ch->cfg)->line, conf_host_label(ch, label, sizeof label), ch->modules[k]);
+                return -1;
+            }
+    return 0;
+}
+
+/* The service sections and the server-wide modules; hosts are parsed already. 0 or -1 with err. */
+static int
+parse_services(struct conf *c, cfg_t *cfg, const char *path, char *err, size_t errlen)
+{
+    c->server.kind = CONF_SERVER;
+    c->server.name = strdup("*");
+    int r = parse_common(cfg, &c->server, path, err, errlen);
+    if (r < 0)
+        goto out;
+    c->nservices = cfg_size(cfg, "service");
+    c->services = calloc(c->nservices ? c->nservices : 1, sizeof *c->services);
+    if (c->services == NULL) {
+        r = -2;
+        goto out;
+    }
+    for (size_t i = 0; i < c->nservices; i++) {
+        cfg_t *sv = cfg_getnsec(cfg, "service", (unsigned)i);
+        struct conf_host *ch = &c->services[i];
+        ch->kind = CONF_SERVICE;
+        ch->cfg = sv;
+        char name[JID_PART_BUFSZ];
+        if (jid_nameprep(cfg_title(sv), name, sizeof name) < 0 || name[0] == '\0') {
+            snprintf(err, errlen, "%s:%d: service \"%s\" is not a valid domain name", path, sv->line,
+                     cfg_title(sv));
+            r = -1;
+            goto out;
+        }
+        if (find_user_host(c, name)) {
+            snprintf(err, errlen, "%s:%d: service \"%s\" is also defined as a host", path, sv->line, name);
+            r = -1;
+            goto out;
+        }
+        for (size_t k = 0; k < i; k++)
+            if (strcmp(c->services[k].name, name) == 0) {
+                snprintf(err, errlen, "%s:%d: service \"%s\" is defined twice", path, sv->line, name);
+                r = -1;
+                goto out;
+            }
+        if ((ch->name = strdup(name)) == NULL) {
+            r = -2;
+            goto out;
+        }
+        const char *parent = cfg_getstr(sv, "parent"), *dname = cfg_getstr(sv, "name");
+        if (parent) {
+            char pn[JID_PART_BUFSZ];
+            if (jid_nameprep(parent, pn, sizeof pn) < 0 || find_user_host(c, pn) == NULL) {
+                snprintf(err, errlen, "%s:%d: service \"%s\": parent \"%s\" is not a host defined here", path,
+                         sv->line, name, parent);
+                r = -1;
+                goto out;
+            }
+            ch->parent = strdup(pn);
+        } else {
+            /* by default the host it is a subdomain of: conference.example.org -> example.org */
+            const char *dot = strchr(name, '.');
+            if (dot && find_user_host(c, dot + 1))
+                ch->parent = strdup(dot + 1);
+        }
+        if (dname && dname[0] != '\0')
+            ch->display_name = strdup(dname);
+        if ((parent || ch->parent) && ch->parent == NULL) {
+            r = -2;
+            goto out;
+        }
+        if (dname && dname[0] != '\0' && ch->display_name == NULL) {
+            r = -2;
+            goto out;
+        }
+        if ((r = parse_common(sv, ch, path, err, errlen)) < 0)
+            goto out;
+    }
+    for (size_t i = 0; i < c->nhosts && r == 0; i++)
+        r = check_server_wide(c, &c->hosts[i], path, err, errlen);
+    for (size_t i = 0; i < c->nservices && r == 0; i++)
+        r = check_server_wide(c, &c->services[i], path, err, errlen);
+out:
+    if (r == -2)
+        snprintf(err, errlen, "out of memory");
+    return r < 0 ? -1 : 0;
+}
+
 struct conf *
 conf_load(const char *path, char *err, size_t errlen)
 {
@@ -379,6 +592,9 @@ conf_load(const char *path, char *err, size_t errlen)
     cfg_set_validate_func(cfg, "listen|tls", v_listen_tls);
     cfg_set_validate_func(cfg, "host|admins", v_admins);
     cfg_set_validate_func(cfg, "host|modules", v_modules);
+    cfg_set_validate_func(cfg, "service|admins", v_admins);
+    cfg_set_validate_func(cfg, "service|modules", v_modules);
+    cfg_set_validate_func(cfg, "modules", v_modules);
     (void)v_port;
 
     int rc = cfg_parse(cfg, path);
@@ -490,56 +706,14 @@ conf_load(const char *path, char *err, size_t errlen)
             goto fail;
         }
         ch->allow_registration = cfg_getbool(h, "allow_registration");
-        ch->nadmins = cfg_size(h, "admins");
-        ch->admins = calloc(ch->nadmins + 1, sizeof *ch->admins);
-        ch->nmodules = cfg_size(h, "modules");
-        ch->modules = calloc(ch->nmodules + 1, sizeof *ch->modules);
-        if (ch->name == NULL || ch->admins == NULL || ch->modules == NULL)
+        int r = parse_common(h, ch, path, err, errlen);
+        if (r == -2)
             goto nomem;
-        for (size_t k = 0; k < ch->nadmins; k++) {
-            struct jid j;
-            const char *a = cfg_getnstr(h, "admins", (unsigned)k);
-            if (jid_parse(&j, a, strlen(a)) < 0 || j.resource != NULL || j.node[0] == '\0') {
-                jid_clear(&j);
-                snprintf(err, errlen, "%s:%d: host \"%s\": admin \"%s\" is not a bare user JID",
-                         path, h->line, name, a);
-                goto fail;
-            }
-            ch->admins[k] = strdup(j.bare);
-            jid_clear(&j);
-            if (ch->admins[k] == NULL)
-                goto nomem;
-        }
-        for (size_t k = 0; k < ch->nmodules; k++) {
-            const char *m = cfg_getnstr(h, "modules", (unsigned)k);
-            if (conf_find_module(m) == NULL) {
-                snprintf(err, errlen, "%s:%d: host \"%s\": unknown module \"%s\"", path, h->line, name, m);
-                goto fail;
-            }
-            for (size_t q = 0; q < k; q++)
-                if (strcmp(ch->modules[q], m) == 0) {
-                    snprintf(err, errlen, "%s:%d: host \"%s\": module \"%s\" is listed twice", path, h->line,
-                             name, m);
-                    goto fail;
-                }
-            if ((ch->modules[k] = strdup(m)) == NULL)
-                goto nomem;
-        }
-        /* validate module options now, so --check-config catches them */
-        for (size_t k = 0; k < ch->nmodules; k++) {
-            const struct pt_module *mod = conf_find_module(ch->modules[k]);
-            void *tmp = calloc(1, mod->conf_size ? mod->conf_size : 1);
-            if (tmp == NULL)
-                goto nomem;
-            int r = conf_module(ch, mod, tmp, err, errlen);
-            for (const struct pt_option *o = mod->options; o && o->name; o++)
-                if (o->type == PT_OPT_STR)
-                    free(*(char **)((char *)tmp + o->offset));
-            free(tmp);
-            if (r < 0)
-                goto fail;
-        }
+        if (r < 0)
+            goto fail;
     }
+    if (parse_services(c, cfg, path, err, errlen) < 0)
+        goto fail;
     (void)default_modules;
     errbuf = NULL;
     return c;
@@ -559,6 +733,7 @@ int
 conf_module(const struct conf_host *h, const struct pt_module *mod, void *out, char *err, size_t errlen)
 {
     cfg_t *sec = cfg_getsec(h->cfg, mod->name);
+    char label[300];
     for (const struct pt_option *o = mod->options; o && o->name; o++) {
         char *field = (char *)out + o->offset;
         switch (o->type) {
@@ -569,9 +744,10 @@ conf_module(const struct conf_host *h, const struct pt_module *mod, void *out, c
         case PT_OPT_PERIOD: {
             long long v = sec ? cfg_getint(sec, o->name) : (o->def ? strtoll(o->def, NULL, 10) : 0);
             if (v < o->min || v > o->max) {
-                snprintf(err, errlen, "%s:%d: host \"%s\": %s { %s } must be between %lld and %lld, not %lld",
-                         ((cfg_t *)h->cfg)->filename, sec ? sec->line : ((cfg_t *)h->cfg)->line,
-                         h->name, mod->name, o->name, o->min, o->max, v);
+                snprintf(err, errlen, "%s:%d: %s: %s { %s } must be between %lld and %lld, not %lld",
+                         ((cfg_t *)h->cfg)->filename ? ((cfg_t *)h->cfg)->filename : errbuf ? errpath : "?",
+                         sec ? sec->line : ((cfg_t *)h->cfg)->line, conf_host_label(h, label, sizeof label),
+                         mod->name, o->name, o->min, o->max, v);
                 return -1;
             }
             *(long long *)field = v;
@@ -589,6 +765,22 @@ conf_module(const struct conf_host *h, const struct pt_module *mod, void *out, c
     return 0;
 }
 
+static void
+free_conf_host(struct conf_host *h)
+{
+    free(h->name);
+    free(h->parent);
+    free(h->display_name);
+    free(h->certificate);
+    free(h->key);
+    for (size_t k = 0; h->admins && k < h->nadmins; k++)
+        free(h->admins[k]);
+    free(h->admins);
+    for (size_t k = 0; h->modules && k < h->nmodules; k++)
+        free(h->modules[k]);
+    free(h->modules);
+}
+
 void
 conf_free(struct conf **cp)
 {
@@ -598,19 +790,13 @@ conf_free(struct conf **cp)
     for (size_t i = 0; i < c->nlisten; i++)
         free(c->listen[i].addr);
     free(c->listen);
-    for (size_t i = 0; i < c->nhosts; i++) {
-        struct conf_host *h = &c->hosts[i];
-        free(h->name);
-        free(h->certificate);
-        free(h->key);
-        for (size_t k = 0; h->admins && k < h->nadmins; k++)
-            free(h->admins[k]);
-        free(h->admins);
-        for (size_t k = 0; h->modules && k < h->nmodules; k++)
-            free(h->modules[k]);
-        free(h->modules);
-    }
+    for (size_t i = 0; c->hosts && i < c->nhosts; i++)
+        free_conf_host(&c->hosts[i]);
     free(c->hosts);
+    for (size_t i = 0; c->services && i < c->nservices; i++)
+        free_conf_host(&c->services[i]);
+    free(c->services);
+    free_conf_host(&c->server);
     free(c->path);
     free(c->dir);
     free(c->data_dir);

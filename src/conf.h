@@ -20,15 +20,24 @@ struct conf_listen {
     enum listen_tls tls;
 };
 
+/* A user host (accounts, client logins), a service domain served by modules
+ * of this server (no accounts, no client logins: conference.example.org), or
+ * the one server-wide entry (the top-level modules list, name "*"). */
+enum conf_host_kind { CONF_USER_HOST = 0, CONF_SERVICE, CONF_SERVER };
+
 struct conf_host {
-    char  *name;                /* nameprep'ed */
+    enum conf_host_kind kind;
+    char  *name;                /* nameprep'ed; "*" for the server-wide entry */
+    char  *parent;              /* services: the user host whose disco#items lists it, or NULL */
+    char  *display_name;        /* services: the `name` option (disco), or NULL */
     char  *certificate, *key;   /* absolute; NULL: self-signed, made in data_dir/certs on first start */
     char **admins;              /* bare JIDs */
     size_t nadmins;
     char **modules;
     size_t nmodules;
     int    allow_registration;
-    void  *cfg;                 /* the host's libconfuse section, for module options */
+    void  *cfg;                 /* the host's libconfuse section, for module options
+                                 * (the server-wide entry: the top level) */
 };
 
 struct conf {
@@ -41,6 +50,9 @@ struct conf {
     size_t nlisten;
     struct conf_host *hosts;
     size_t nhosts;
+    struct conf_host *services; /* service sections, in file order */
+    size_t nservices;
+    struct conf_host server;    /* server-wide modules (top-level `modules`, empty by default) */
     /* limits */
     size_t   max_stanza;        /* bytes */
     unsigned max_depth;
@@ -66,10 +78,13 @@ struct conf {
  * "file:line: message" to err. */
 struct conf *conf_load(const char *path, char *err, size_t errlen);
 void conf_free(struct conf **c);
-/* Fill a module's conf struct from its section in the host ("ping { interval = 20 }"). 0 or -1. */
+/* Fill a module's conf struct from its section in the host, service or (for
+ * the server-wide entry) the top level ("ping { interval = 20 }"). 0 or -1. */
 int  conf_module(const struct conf_host *h, const struct pt_module *mod, void *out, char *err, size_t errlen);
 /* Built-in modules, NULL terminated (modules/modules.c). */
 extern const struct pt_module *const pt_builtin_modules[];
 const struct pt_module *conf_find_module(const char *name);
+/* "host \"example.org\"", "service \"conference.example.org\"" or "server-wide", for messages. */
+const char *conf_host_label(const struct conf_host *h, char *buf, size_t len);
 
 #endif

@@ -89,18 +89,22 @@ deluser(struct server *srv, const char *arg, struct evbuffer *out)
         return;
     }
     int rc = store_account_del(srv->store, j.bare);
-    if (rc == 0)
-        rc = store_commit(srv->store);
-    if (rc == PT_ENOTFOUND) {
-        evbuffer_add_printf(out, "error: no such account\n");
-    } else if (rc < 0) {
-        evbuffer_add_printf(out, "error: %s\n", pt_strerror(rc));
-    } else {
+    if (rc == 0) {
         for (struct pt_session *s = sessions_of(srv, j.bare), *next; s; s = next) {
             next = s->user_next;
             s->ops->close(s, "not-authorized");
         }
+        /* the modules' clean-up (pt_db_del_prefix) goes into the same commit
+         * as the account: both, or neither */
         events_fire(h, PT_EV_USER_DELETED, NULL, NULL, &j);
+        rc = store_commit(srv->store);
+    }
+    if (rc == PT_ENOTFOUND) {
+        evbuffer_add_printf(out, "error: no such account\n");
+    } else if (rc < 0) {
+        log_warnx("control: account %s: the deletion failed to commit; the account is kept", j.bare);
+        evbuffer_add_printf(out, "error: %s\n", pt_strerror(rc));
+    } else {
         log_info("control: account %s deleted", j.bare);
         evbuffer_add_printf(out, "deleted %s\nok\n", j.bare);
     }

@@ -1,8 +1,11 @@
 /* module.c — see module.h and petrel.h */
 #include "config.h"
 #include "module.h"
+#include "stream.h"
 #include "conf.h"
+#include "dns.h"
 #include "log.h"
+#include "modstore.h"
 #include "server.h"
 #include "session.h"
 
@@ -26,13 +29,55 @@ struct hook_list {
     struct hook *v;
 };
 
-struct mod_timer {
-    struct mod_timer *next;
+/* A timer of a module instance, periodic (pt_timer) or one-shot
+ * (pt_timer_once); on the instance's list until it is done or unloaded. */
+struct pt_timer {
+    struct pt_timer *prev, *next;
     struct event *ev;
     struct pt_mod *mod;
     pt_timer_fn fn;
     void *arg;
+    unsigned once : 1, firing : 1, cancelled : 1;
 };
+
+/* A pt_defer() call waiting for the end of the turn. */
+struct deferred {
+    struct deferred *next;
+    struct pt_mod *mod;
+    pt_timer_fn fn;
+    void *arg;
+};
+
+/* "host example.org", "service conference.example.org" or "server-wide", for logs */
+static const char *
+where(const struct host *h, char *buf, size_t len)
+{
+    if (h->kind == HOST_SERVER)
+        snprintf(buf, len, "server-wide");
+    else
+        snprintf(buf, len, "%s %s", h->kind == HOST_SERVICE ? "service" : "host", h->name);
+    return buf;
+}
+
+/* The hosts an instance's hooks and events go on: its own, or for a
+ * server-wide instance every user host and every service. fn returns 0 to go
+ * on; the first other value is returned. */
+static int
+each_target(struct pt_mod *m, int (*fn)(struct host *t, void *arg), void *arg)
+{
+    struct host *h = m->host;
+    if (h->kind != HOST_SERVER)
+        return fn(h, arg);
+    struct server *srv = m->srv;
+    int rc;
+    for (size_t i = 0; i < srv->nhosts; i++)
+        if ((rc = fn(srv->hosts[i], arg)) != 0)
+            return rc;
+    for (size_t i = 0; i < srv->nservices; i++)
+        if ((rc = fn(srv->services[i], arg)) != 0)
+            return rc;
+    return 0;
+}
 
 static int
 list_add(struct hook_list *l, struct hook h)
@@ -80,10 +125,42 @@ static int
 check_init(struct pt_mod *m, const char *what)
 {
     if (!m->in_init) {
-        log_warnx("module %s on %s: %s outside init() refused", m->def->name, m->host->name, what);
+        char w[300];
+        log_warnx("module %s on %s: %s outside init() refused", m->def->name, where(m->host, w, sizeof w), what);
         return PT_EINVAL;
     }
     return 0;
+}
+
+struct hook_add {
+    const char *route;                  /* NULL: an event */
+    enum pt_event_kind kind;
+    struct hook hook;
+};
+
+static int
+hook_add_on(struct host *t, void *arg)
+{
+    struct hook_add *a = arg;
+    if (a->route == NULL) {
+        struct hook_list **lp = &t->events[a->kind];
+        if (*lp == NULL && (*lp = calloc(1, sizeof **lp)) == NULL)
+            return PT_ENOMEM;
+        return list_add(*lp, a->hook);
+    }
+    if (t->hooks == NULL && (t->hooks = hash_new(64)) == NULL)
+        return PT_ENOMEM;
+    struct hook_list *l = hash_get(t->hooks, a->route);
+    if (l == NULL) {
+        l = calloc(1, sizeof *l);
+        if (l == NULL)
+            return PT_ENOMEM;
+        if (hash_put(t->hooks, a->route, l) < 0) {
+            free(l);
+            return PT_ENOMEM;
+        }
+    }
+    return list_add(l, a->hook);
 }
 
 int
@@ -92,19 +169,11 @@ pt_hook(struct pt_mod *m, const char *route, pt_stanza_fn fn, int prio)
     int rc = check_init(m, "pt_hook");
     if (rc < 0)
         return rc;
-    struct hook_list *l = hash_get(m->host->hooks, route);
-    if (l == NULL) {
-        l = calloc(1, sizeof *l);
-        if (l == NULL)
-            return PT_ENOMEM;
-        if (hash_put(m->host->hooks, route, l) < 0) {
-            free(l);
-            return PT_ENOMEM;
-        }
-    }
-    struct hook h = { .prio = prio, .mod = m };
-    h.fn.stanza = fn;
-    return list_add(l, h);
+    /* a server-wide instance hooks every host and service; a partial failure
+     * fails init(), and the unload removes what was added */
+    struct hook_add a = { .route = route, .hook = { .prio = prio, .mod = m } };
+    a.hook.fn.stanza = fn;
+    return each_target(m, hook_add_on, &a);
 }
 
 int
@@ -125,12 +194,25 @@ pt_hook_event(struct pt_mod *m, enum pt_event_kind kind, pt_event_fn fn, int pri
         return rc;
     if ((unsigned)kind >= PT_EV__COUNT)
         return PT_EINVAL;
-    struct hook_list **lp = &m->host->events[kind];
-    if (*lp == NULL && (*lp = calloc(1, sizeof **lp)) == NULL)
-        return PT_ENOMEM;
-    struct hook h = { .prio = prio, .mod = m };
-    h.fn.event = fn;
-    return list_add(*lp, h);
+    struct hook_add a = { .route = NULL, .kind = kind, .hook = { .prio = prio, .mod = m } };
+    a.hook.fn.event = fn;
+    return each_target(m, hook_add_on, &a);
+}
+
+/* ---- timers and deferred calls ------------------------------------------------------ */
+
+static void
+timer_unlink_free(struct pt_timer *t)
+{
+    struct pt_mod *m = t->mod;
+    if (t->prev)
+        t->prev->next = t->next;
+    else
+        m->timers = t->next;
+    if (t->next)
+        t->next->prev = t->prev;
+    event_free(t->ev);
+    free(t);
 }
 
 static void
@@ -138,32 +220,152 @@ timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    struct mod_timer *t = arg;
+    struct pt_timer *t = arg;
+    t->firing = 1;
     t->fn(t->mod, t->arg);
+    t->firing = 0;
+    /* a one-shot timer is done; its handle is invalid from here on */
+    if (t->once || t->cancelled)
+        timer_unlink_free(t);
+}
+
+static struct pt_timer *
+timer_new(struct pt_mod *m, unsigned ms, int once, pt_timer_fn fn, void *arg)
+{
+    if (fn == NULL)
+        return NULL;
+    struct pt_timer *t = calloc(1, sizeof *t);
+    if (t == NULL)
+        return NULL;
+    t->ev = event_new(m->srv->base, -1, once ? 0 : EV_PERSIST, timer_cb, t);
+    struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+    if (t->ev == NULL || event_add(t->ev, &tv) < 0) {
+        if (t->ev)
+            event_free(t->ev);
+        free(t);
+        return NULL;
+    }
+    t->mod = m;
+    t->fn = fn;
+    t->arg = arg;
+    t->once = once ? 1 : 0;
+    t->next = m->timers;
+    if (t->next)
+        t->next->prev = t;
+    m->timers = t;
+    return t;
 }
 
 int
 pt_timer(struct pt_mod *m, unsigned interval_ms, pt_timer_fn fn, void *arg)
 {
-    int rc = check_init(m, "pt_timer");
-    if (rc < 0)
-        return rc;
-    struct mod_timer *t = calloc(1, sizeof *t);
+    if (fn == NULL || interval_ms == 0)
+        return PT_EINVAL;
+    return timer_new(m, interval_ms, 0, fn, arg) ? 0 : PT_ENOMEM;
+}
+
+struct pt_timer *
+pt_timer_once(struct pt_mod *m, unsigned ms, pt_timer_fn fn, void *arg)
+{
+    return timer_new(m, ms, 1, fn, arg);
+}
+
+void
+pt_timer_cancel(struct pt_mod *m, struct pt_timer **tp)
+{
+    struct pt_timer *t = tp ? *tp : NULL;
     if (t == NULL)
-        return PT_ENOMEM;
-    t->ev = event_new(m->srv->base, -1, EV_PERSIST, timer_cb, t);
-    if (t->ev == NULL) {
-        free(t);
-        return PT_ENOMEM;
+        return;
+    *tp = NULL;
+    if (t->mod != m) {
+        pt_log(m, PT_LOG_ERROR, "pt_timer_cancel: not a timer of this instance (ignored)");
+        return;
     }
-    t->mod = m;
-    t->fn = fn;
-    t->arg = arg;
-    struct timeval tv = { interval_ms / 1000, (interval_ms % 1000) * 1000 };
-    event_add(t->ev, &tv);
-    t->next = m->timers;
-    m->timers = t;
+    if (t->firing) {
+        t->cancelled = 1;               /* freed when its fn returns */
+        return;
+    }
+    timer_unlink_free(t);
+}
+
+static void
+defer_wake_cb(evutil_socket_t fd, short what, void *arg)
+{
+    /* nothing: its being active kept the loop from blocking; the calls run at the end of the turn */
+    (void)fd;
+    (void)what;
+    (void)arg;
+}
+
+int
+pt_defer(struct pt_mod *m, pt_timer_fn fn, void *arg)
+{
+    struct server *srv = m->srv;
+    if (fn == NULL)
+        return PT_EINVAL;
+    if (srv->defer_wake == NULL &&
+        (srv->defer_wake = event_new(srv->base, -1, 0, defer_wake_cb, NULL)) == NULL)
+        return PT_ENOMEM;
+    struct deferred *d = calloc(1, sizeof *d);
+    if (d == NULL)
+        return PT_ENOMEM;
+    d->mod = m;
+    d->fn = fn;
+    d->arg = arg;
+    if (srv->defer_tail)
+        srv->defer_tail->next = d;
+    else
+        srv->defer_head = d;
+    srv->defer_tail = d;
+    /* the next turn must not sleep in epoll while this waits */
+    event_active(srv->defer_wake, EV_TIMEOUT, 1);
     return 0;
+}
+
+void
+module_run_deferred(struct server *srv)
+{
+    if (srv->defer_head == NULL)
+        return;
+    /* only what was queued before this point: a call that defers again runs
+     * next turn, after that turn's I/O */
+    srv->defer_running = srv->defer_head;
+    srv->defer_head = srv->defer_tail = NULL;
+    struct deferred *d;
+    while ((d = srv->defer_running) != NULL) {
+        srv->defer_running = d->next;
+        d->fn(d->mod, d->arg);
+        free(d);
+    }
+}
+
+static void
+drop_deferred(struct deferred **head, struct deferred **tail, struct pt_mod *m)
+{
+    struct deferred *last = NULL;
+    for (struct deferred **pp = head; *pp;) {
+        struct deferred *d = *pp;
+        if (m == NULL || d->mod == m) {
+            *pp = d->next;
+            free(d);
+        } else {
+            last = d;
+            pp = &d->next;
+        }
+    }
+    if (tail)
+        *tail = last;
+}
+
+void
+modules_fini(struct server *srv)
+{
+    drop_deferred(&srv->defer_head, &srv->defer_tail, NULL);
+    drop_deferred(&srv->defer_running, NULL, NULL);
+    if (srv->defer_wake) {
+        event_free(srv->defer_wake);
+        srv->defer_wake = NULL;
+    }
 }
 
 int
@@ -191,31 +393,119 @@ pt_state(struct pt_mod *m, size_t size)
         m->state = calloc(1, size ? size : 1);
     return m->state;
 }
-const char *pt_host(const struct pt_mod *m) { return m->host->name; }
+const char *pt_host(const struct pt_mod *m) { return m->host->kind == HOST_SERVER ? NULL : m->host->name; }
+int pt_host_is_service(const struct pt_mod *m) { return m->host->kind == HOST_SERVICE; }
 const char *pt_module_name(const struct pt_mod *m) { return m->def->name; }
+
+static int
+admin_of(const struct conf_host *c, const char *bare)
+{
+    for (size_t i = 0; c && i < c->nadmins; i++)
+        if (strcmp(c->admins[i], bare) == 0)
+            return 1;
+    return 0;
+}
 
 int
 pt_is_admin(const struct pt_mod *m, const struct jid *j)
 {
     if (j == NULL || j->bare == NULL)
         return 0;
-    const struct conf_host *c = m->host->conf;
-    for (size_t i = 0; i < c->nadmins; i++)
-        if (strcmp(c->admins[i], j->bare) == 0)
-            return 1;
-    return 0;
+    const struct host *h = m->host;
+    /* a server-wide instance has no admins of its own; a service has its own and its parent's */
+    if (h->kind == HOST_SERVER)
+        return 0;
+    if (admin_of(h->conf, j->bare))
+        return 1;
+    return h->kind == HOST_SERVICE && h->parent && admin_of(h->parent->conf, j->bare);
 }
 
-void
-pt_host_features(const struct pt_mod *m, void (*cb)(void *, const char *), void *arg)
+static void
+features_of(const struct host *h, void (*cb)(void *, const char *), void *arg)
 {
-    struct host *h = m->host;
-    for (size_t i = 0; i < h->nmods; i++) {
+    for (size_t i = 0; h && i < h->nmods; i++) {
         const struct pt_mod *o = h->mods[i];
         for (const char *const *f = o->def->features; f && *f; f++)
             cb(arg, *f);
         for (size_t k = 0; k < o->nfeatures; k++)
             cb(arg, o->features[k]);
+    }
+}
+
+void
+pt_host_features(const struct pt_mod *m, void (*cb)(void *, const char *), void *arg)
+{
+    /* the host's own modules, then the server-wide ones (whose hooks are on every host) */
+    features_of(m->host, cb, arg);
+    if (m->host->kind != HOST_SERVER)
+        features_of(m->srv->global, cb, arg);
+}
+
+int
+pt_add_identity(struct pt_mod *m, const char *category, const char *type, const char *name)
+{
+    int rc = check_init(m, "pt_add_identity");
+    if (rc < 0)
+        return rc;
+    if (category == NULL || type == NULL || category[0] == '\0' || type[0] == '\0')
+        return PT_EINVAL;
+    struct mod_identity *v = realloc(m->identities, (m->nidentities + 1) * sizeof *v);
+    if (v == NULL)
+        return PT_ENOMEM;
+    m->identities = v;
+    struct mod_identity *id = &v[m->nidentities];
+    id->category = strdup(category);
+    id->type = strdup(type);
+    id->name = name ? strdup(name) : NULL;
+    if (id->category == NULL || id->type == NULL || (name && id->name == NULL)) {
+        free(id->category);
+        free(id->type);
+        free(id->name);
+        return PT_ENOMEM;
+    }
+    m->nidentities++;
+    return 0;
+}
+
+static size_t
+identities_of(const struct host *h, const char *dname,
+              void (*cb)(void *, const char *, const char *, const char *), void *arg)
+{
+    size_t n = 0;
+    for (size_t i = 0; h && i < h->nmods; i++) {
+        const struct pt_mod *o = h->mods[i];
+        for (size_t k = 0; k < o->nidentities; k++, n++)
+            cb(arg, o->identities[k].category, o->identities[k].type,
+               o->identities[k].name ? o->identities[k].name : dname);
+    }
+    return n;
+}
+
+void
+pt_host_identities(const struct pt_mod *m, void (*cb)(void *arg, const char *category, const char *type,
+                                                        const char *name), void *arg)
+{
+    const struct host *h = m->host;
+    /* an identity without a name takes the service's `name` option */
+    const char *dname = h->kind == HOST_SERVICE ? h->conf->display_name : NULL;
+    size_t n = identities_of(h, dname, cb, arg);
+    if (h->kind != HOST_SERVER)
+        n += identities_of(m->srv->global, dname, cb, arg);
+    /* XEP-0030: every entity has an identity; a service whose modules name none is a generic component */
+    if (n == 0 && h->kind == HOST_SERVICE)
+        cb(arg, "component", "generic", dname);
+}
+
+void
+pt_services(const struct pt_mod *m, void (*cb)(void *arg, const char *jid, const char *name), void *arg)
+{
+    const struct host *h = m->host;
+    if (h->kind == HOST_SERVICE)
+        return;
+    for (size_t i = 0; i < m->srv->nservices; i++) {
+        const struct host *sv = m->srv->services[i];
+        if (h->kind == HOST_SERVER || sv->parent == h)
+            cb(arg, sv->name, sv->conf->display_name);
     }
 }
 
@@ -229,7 +519,7 @@ pt_log(const struct pt_mod *m, int level, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
-    log_msg((enum log_level)level, "mod_%s@%s: %s", m->def->name, m->host->name, buf);
+    log_msg((enum log_level)level, "mod_%s@%s: %s", m->def->name, m->host->name, buf);  /* "*": server-wide */
 }
 
 uint64_t
@@ -270,7 +560,7 @@ pt_sessions_idle(struct pt_mod *m, uint64_t min_idle_ms,
         struct pt_session *next = s->lru_next;    /* fn may close s */
         if (now - s->last_rx_ms < min_idle_ms)
             break;
-        if (s->host == m->host && s->registered && !s->closing && fn(m, s, arg))
+        if ((s->host == m->host || m->host->kind == HOST_SERVER) && s->registered && !s->closing && fn(m, s, arg))
             break;
         s = next;
     }
@@ -323,37 +613,59 @@ remove_from(void *arg, const char *key, void *value)
     return 0;
 }
 
+static int
+unhook_on(struct host *t, void *arg)
+{
+    struct hook_list *l;
+    for (int k = 0; k < PT_EV__COUNT; k++)
+        if ((l = t->events[k]))
+            list_remove_mod(l, arg);
+    if (t->hooks)
+        hash_foreach(t->hooks, remove_from, arg);
+    return 0;
+}
+
 /* Undo every registration of m and free it (fini() not called). */
 static void
 module_free(struct host *h, struct pt_mod *m)
 {
-    /* undo every registration the instance made */
-    struct hook_list *l;
-    for (int k = 0; k < PT_EV__COUNT; k++)
-        if ((l = h->events[k]))
-            list_remove_mod(l, m);
-    hash_foreach(h->hooks, remove_from, m);
+    /* undo every registration the instance made: hooks and events (on every
+     * host and service for a server-wide one), timers, deferred calls, DNS
+     * queries in flight (their callbacks will not run) */
+    each_target(m, unhook_on, m);
     while (m->timers) {
-        struct mod_timer *t = m->timers;
+        struct pt_timer *t = m->timers;
         m->timers = t->next;
         event_free(t->ev);
         free(t);
     }
+    drop_deferred(&m->srv->defer_head, &m->srv->defer_tail, m);
+    drop_deferred(&m->srv->defer_running, NULL, m);
+    dns_cancel_module(m);
+    modstore_free(m);                   /* durable callbacks left get ok = 0; handles closed */
     free(m->state);
     for (size_t i = 0; i < m->nfeatures; i++)
         free(m->features[i]);
     free(m->features);
+    for (size_t i = 0; i < m->nidentities; i++) {
+        free(m->identities[i].category);
+        free(m->identities[i].type);
+        free(m->identities[i].name);
+    }
+    free(m->identities);
     if (m->conf) {
         free_conf_strings(m->def, m->conf);
         free(m->conf);
     }
-    log_debug("module %s unloaded from %s", m->def->name, h->name);
+    char w[300];
+    log_debug("module %s unloaded (%s)", m->def->name, where(h, w, sizeof w));
     free(m);
 }
 
 static void
 module_unload(struct host *h, struct pt_mod *m)
 {
+    modstore_unload(m);                 /* before fini(): waiting durable callbacks get ok = 0 */
     if (m->def->fini)
         m->def->fini(m);
     module_free(h, m);
@@ -362,16 +674,18 @@ module_unload(struct host *h, struct pt_mod *m)
 int
 module_attach(struct host *h, const struct pt_module *def)
 {
+    char w[300];
+    where(h, w, sizeof w);
     if (h->hooks == NULL && (h->hooks = hash_new(64)) == NULL)
         return -1;
     if (def->api != PT_MODULE_API) {
-        log_error("host %s: module %s is built for module API %d, the core has %d",
-                  h->name, def->name, def->api, PT_MODULE_API);
+        log_error("%s: module %s is built for module API %d, the core has %d",
+                  w, def->name, def->api, PT_MODULE_API);
         return -1;
     }
     for (size_t k = 0; k < h->nmods; k++)
         if (h->mods[k]->def == def) {
-            log_error("host %s: module %s is listed twice", h->name, def->name);
+            log_error("%s: module %s is listed twice", w, def->name);
             return -1;
         }
     struct pt_mod **mods = realloc(h->mods, (h->nmods + 1) * sizeof *mods);
@@ -390,7 +704,7 @@ module_attach(struct host *h, const struct pt_module *def)
     /* options come from the host's section of the config file (none without one) */
     if (m->conf == NULL ||
         (def->options && h->conf && h->conf->cfg && conf_module(h->conf, def, m->conf, err, sizeof err) < 0)) {
-        log_error("host %s: module %s: %s", h->name, def->name, err);
+        log_error("%s: module %s: %s", w, def->name, err);
         free(m->conf);
         free(m);
         return -1;
@@ -400,12 +714,12 @@ module_attach(struct host *h, const struct pt_module *def)
     int rc = def->init ? def->init(m) : 0;
     m->in_init = 0;
     if (rc < 0) {
-        log_error("host %s: module %s failed to start: %s", h->name, def->name, pt_strerror(rc));
+        log_error("%s: module %s failed to start: %s", w, def->name, pt_strerror(rc));
         h->nmods--;                     /* it is the last one; no fini() for a failed init() */
         module_free(h, m);
         return -1;
     }
-    log_debug("module %s loaded on %s", def->name, h->name);
+    log_debug("module %s loaded (%s)", def->name, w);
     return 0;
 }
 
@@ -418,7 +732,8 @@ modules_load(struct host *h)
     for (size_t i = 0; i < c->nmodules; i++) {
         const struct pt_module *def = conf_find_module(c->modules[i]);
         if (def == NULL) {
-            log_error("host %s: unknown module %s", h->name, c->modules[i]);
+            char w[300];
+            log_error("%s: unknown module %s", where(h, w, sizeof w), c->modules[i]);
             return -1;
         }
         if (module_attach(h, def) < 0)
@@ -432,6 +747,7 @@ modules_unload(struct host *h)
 {
     while (h->nmods > 0) {
         struct pt_mod *m = h->mods[--h->nmods];
+        sasl_ext_unregister(m);
         module_unload(h, m);
     }
     free(h->mods);
@@ -454,6 +770,7 @@ pt_strerror(int err)
     case PT_EEXIST: return "already exists";
     case PT_EINVAL: return "invalid argument";
     case PT_ESTORE: return "storage error";
+    case PT_ETIMEDOUT: return "timed out";
     }
     return "unknown error";
 }

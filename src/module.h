@@ -11,6 +11,10 @@
 struct host;
 struct server;
 
+struct mod_identity {
+    char *category, *type, *name;       /* name may be NULL */
+};
+
 struct pt_mod {
     const struct pt_module *def;
     struct host *host;
@@ -20,8 +24,11 @@ struct pt_mod {
     int in_init;                        /* registrations are allowed only in init() */
     char **features;                    /* extra disco features */
     size_t nfeatures;
-    struct mod_timer *timers;
+    struct pt_timer *timers;            /* periodic and one-shot, any time; freed at unload */
+    struct mod_identity *identities;    /* pt_add_identity() */
+    size_t nidentities;
     void *state;                        /* pt_state() */
+    struct mod_store *store;            /* pt_db handles, pt_on_durable callbacks (modstore.c) */
 };
 
 /* Load every module the host's config names; 0, or -1 with a logged reason. */
@@ -30,6 +37,12 @@ int  modules_load(struct host *h);
  * section, if any) and run its init(); modules_load and tests use it. */
 int  module_attach(struct host *h, const struct pt_module *def);
 void modules_unload(struct host *h);
+/* End of the turn (server_end_turn): run the pt_defer() calls queued so far,
+ * in order; those they queue wait for the next turn. */
+void module_run_deferred(struct server *srv);
+/* At shutdown, after every module is unloaded: drop what is left of the
+ * deferred calls and the wake-up event. */
+void modules_fini(struct server *srv);
 
 /* Run the hooks of a route on host h, highest priority first, until one handles. */
 enum pt_verdict hooks_run(struct host *h, const char *route, struct pt_session *s, struct pt_stanza *st);

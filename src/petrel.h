@@ -2,11 +2,13 @@
  * of the core (xml.h and jid.h come with it).
  *
  * A module is a static `struct pt_module` in modules/mod_<name>.c. The core
- * enables it per virtual host by name from the config, makes one `struct
- * pt_mod` instance per host, fills its conf from the config, and calls init().
- * Everything registered in init() (hooks, events, timers, features) is
- * recorded by the core and undone when the instance goes away: a module never
- * unregisters by hand.
+ * enables it by name from the config per virtual host, per service domain, or
+ * once server-wide (see "hosts, services, server-wide modules" below), makes
+ * one `struct pt_mod` instance for each, fills its conf from the config, and
+ * calls init(). Everything registered in init() (hooks, events, features,
+ * identities) and everything started later (timers, deferred calls, DNS
+ * queries) is recorded by the core and undone when the instance goes away: a
+ * module never unregisters by hand.
  *
  * Ownership: a handler borrows the stanza for the call. pt_send() and
  * pt_session_send() never take ownership. pt_stanza_new() and friends return
@@ -27,6 +29,21 @@
  *                                            the handler adds children to the <stream:features/>
  *                                            it gets and returns PT_PASS so others can add theirs
  * An iq-get or iq-set nobody handles gets <service-unavailable/> from the core.
+ *
+ * Service domains (`service "conference.example.org"` in the config: no
+ * accounts, no client logins) are served by their modules only. Every address
+ * form at a service reaches that service's hooks, never an account lookup, the
+ * offline store or a session delivery:
+ *   "message/host" "presence/host" "iq-<type>/host/<xmlns>:<name>"   to the service itself
+ *   "message/bare" "presence/bare" "iq-<type>/bare/<xmlns>:<name>"   room@service
+ *   "message/full" "presence/full" "iq/full" then "iq-<type>/full/<xmlns>:<name>"
+ *                                          room@service/nick (and service/resource: node "")
+ * Unhandled on a service: an iq get/set, and a message that is not an error
+ * or a headline, get <service-unavailable/>; an available presence (a MUC
+ * join must not hang), a subscribe or a probe gets a presence error
+ * <service-unavailable/> from the address it was sent to; other presence and
+ * iq results/errors are dropped. "route/remote" for a stanza a service module
+ * sends to a remote domain runs on that service.
  */
 #ifndef PT_PETREL_H
 #define PT_PETREL_H
@@ -46,6 +63,7 @@
 #define PT_EEXIST    (-4)
 #define PT_EINVAL    (-5)
 #define PT_ESTORE    (-6)               /* storage error */
+#define PT_ETIMEDOUT (-7)               /* no answer in time (DNS) */
 const char *pt_strerror(int err);
 
 enum pt_verdict { PT_PASS = 0, PT_HANDLED = 1 };
@@ -101,7 +119,8 @@ int pt_hook(struct pt_mod *m, const char *route, pt_stanza_fn fn, int prio);
 int pt_hook_iq(struct pt_mod *m, const char *type, const char *xmlns, const char *elem,
                pt_stanza_fn fn, int prio);
 int pt_hook_event(struct pt_mod *m, enum pt_event_kind kind, pt_event_fn fn, int prio);
-/* A periodic timer on the loop, for the life of the instance. */
+/* A periodic timer on the loop, until the instance is unloaded. Allowed any
+ * time, not only in init() (see scheduling below). 0, PT_EINVAL, PT_ENOMEM. */
 int pt_timer(struct pt_mod *m, unsigned interval_ms, pt_timer_fn fn, void *arg);
 /* An extra disco#info feature var (besides pt_module.features). */
 int pt_add_feature(struct pt_mod *m, const char *var);
@@ -111,7 +130,7 @@ const void *pt_conf(const struct pt_mod *m);
 /* The instance's own runtime state: size bytes, zeroed on first call, freed by
  * the core after fini(); later calls return the same block (size must match). */
 void *pt_state(struct pt_mod *m, size_t size);
-const char *pt_host(const struct pt_mod *m);           /* the virtual host's name */
+const char *pt_host(const struct pt_mod *m);           /* the host's or service's name; NULL server-wide */
 const char *pt_module_name(const struct pt_mod *m);
 int  pt_is_admin(const struct pt_mod *m, const struct jid *j);
 /* Every feature var of every module on this host, for disco. */
@@ -163,5 +182,263 @@ void pt_session_close(struct pt_session *s, const char *condition);
 /* Sessions on this host idle for at least min_idle_ms, longest idle first, until fn returns nonzero. */
 void pt_sessions_idle(struct pt_mod *m, uint64_t min_idle_ms,
                       int (*fn)(struct pt_mod *m, struct pt_session *s, void *arg), void *arg);
+/* Every bound session of the account bare (in order of binding, newest
+ * first) until fn returns nonzero; returns how many were visited. fn may close
+ * the session it is given. */
+int  pt_user_sessions(struct pt_mod *m, const char *bare,
+                      int (*fn)(struct pt_mod *m, struct pt_session *s, void *arg), void *arg);
+/* The session's last available presence (what it broadcast), or NULL when unavailable. */
+const struct pt_stanza *pt_session_presence(const struct pt_session *s);
+uint64_t pt_session_id(const struct pt_session *s);          /* unique across processes */
+/* Bytes queued to the session's connection and not yet written (back-pressure
+ * in fan-out: a publish to many subscribers skips or delays the slow ones). */
+size_t pt_session_queued(const struct pt_session *s);
+int  pt_session_tls(const struct pt_session *s);             /* its connection is (becoming) TLS */
+
+/* ---- sessions apart from connections ----------------------------------------------
+ * Outbound filters: route "session-out" sees every stanza and top-level
+ * element about to be written to a session (pt_session_send, the router's
+ * deliveries, pt_session_send_element); a handler that returns PT_HANDLED has
+ * taken it (counted and written it itself, queued, held, collapsed or dropped
+ * it). A filter writes with pt_session_write(), which skips the filters.
+ *
+ * A session can outlive its connection: when a bound session's connection
+ * goes without a clean close, route "session-lost" runs (stanza NULL); a
+ * handler that returns PT_HANDLED keeps the session, hibernating: presence
+ * unchanged, still routable, its output goes through the filters (a filter
+ * must hold it: pt_session_write fails while hibernating). It ends with
+ * pt_session_end(), or is taken over by a new stream: pt_session_resume(). */
+/* A top-level element (<a/>, <r/>, <enabled/>; any namespace) to the session, through the filters. */
+int  pt_session_send_element(struct pt_session *s, const struct xml_node *el);
+/* Write without the filters. */
+int  pt_session_write(struct pt_session *s, struct pt_stanza *st);
+int  pt_session_hibernating(const struct pt_session *s);
+/* The session fresh (authenticated, not bound: its stream) takes over old
+ * (hibernating, same account): fresh ends quietly, old is attached to
+ * fresh's connection and fires PT_EV_SESSION_RESUMED. 0 or PT_E*. */
+int  pt_session_resume(struct pt_mod *m, struct pt_session *fresh, struct pt_session *old);
+/* End a session: a clean close, or for a hibernating one, the end. */
+void pt_session_end(struct pt_session *s);
+
+/* ---- SASL mechanisms from modules --------------------------------------------------
+ * Besides the core's SCRAM and PLAIN, a module adds mechanisms (EXTERNAL with
+ * a client certificate, FAST tokens), offered first, on the host it is
+ * enabled on. Only in init(). */
+enum pt_sasl_result { PT_SASL_CONTINUE = 1, PT_SASL_SUCCESS = 0, PT_SASL_FAILURE = -1 };
+struct pt_sasl_mech {
+    const char *name;                   /* "EXTERNAL" */
+    /* offered on this session's stream? NULL: whenever the stream is TLS */
+    int  (*offer)(struct pt_mod *m, struct pt_session *s);
+    /* One client message: in == NULL for "no initial response" (then in the
+     * first call only). *state is the module's, NULL at first. CONTINUE: set
+     * *out and *outlen (the challenge; the module's until the next call).
+     * SUCCESS: set *username (a node of the host; the module's until it
+     * returns) and optionally *out (additional data). FAILURE: set
+     * *condition (RFC 6120 6.5; "not-authorized" counts as a wrong password
+     * for the failed-login throttle). */
+    enum pt_sasl_result (*step)(struct pt_mod *m, struct pt_session *s, void **state, const uint8_t *in,
+                                size_t inlen, const uint8_t **out, size_t *outlen, const char **username,
+                                const char **condition);
+    /* the exchange is over (optional): free *state. s may be NULL (the stream is gone). */
+    void (*end)(struct pt_mod *m, struct pt_session *s, void *state);
+};
+int  pt_sasl_add(struct pt_mod *m, const struct pt_sasl_mech *mech);
+
+/* ---- storage (modules) ---------------------------------------------------------
+ * A module keeps its data in databases of the server's store (LMDB), opened in
+ * init() with pt_db_open(). Database "<name>" of module "<module>" is the LMDB
+ * database "<module>.<name>", ONE per module, shared by its instances on every
+ * host: keys carry their owner, by convention the owner's bare JID, a 0x00
+ * byte, then the rest ("alice@example.org\0bob@example.net" for a roster item;
+ * owner 0x00 big-endian sequence for an archive), so one account's data is one
+ * key prefix (pt_db_del_prefix on PT_EV_USER_DELETED). Each database is written
+ * down in schemas/<module>.<name>.md with its version.
+ *
+ * Keys are 1..PT_DB_KEY_MAX bytes compared as bytes (memcmp, then the shorter
+ * first); values are any bytes, 0 length too. Integers in keys are big-endian
+ * (pt_be64_put) so that byte order is numeric order.
+ *
+ * Writes go into the loop turn's one write transaction (group commit), each
+ * call all or nothing: a call that fails (PT_ESTORE for a full store, PT_EINVAL
+ * for a bad key) changes nothing and does not fail any other write of the turn.
+ * Reads see the turn's writes. Nothing written is durable before the turn's
+ * commit: acknowledge to a client (XEP-0198 <a/>, a MAM id, an IBR result) only
+ * from a pt_on_durable() callback with ok = 1.
+ *
+ * Lifetime of a struct pt_val from pt_db_get() or a walk: valid until the next
+ * write by anyone in this process (any pt_db_put/del/del_prefix/seq, or any call
+ * that may run other modules' hooks, such as pt_send), and at most until the
+ * handler returns. Copy what you keep. */
+struct pt_db;                           /* a module's open database; owned by the core, closed at unload */
+struct pt_val {
+    const void *data;
+    size_t len;
+};
+#define PT_DB_KEY_MAX 511               /* LMDB's maximum key size */
+
+/* pt_db_put flags */
+#define PT_DB_NOOVERWRITE 0x1u          /* fail with PT_EEXIST if the key is there */
+/* pt_db_range flags */
+#define PT_DB_FORWARD     0x0u          /* ascending key order (the default) */
+#define PT_DB_BACKWARD    0x2u          /* descending key order */
+#define PT_DB_INCLUSIVE   0x4u          /* start at `from` itself if it is there (default: strictly after/before it) */
+
+struct pt_db_range {
+    const void *prefix;                 /* only keys that start with these bytes; plen 0: every key */
+    size_t plen;
+    const void *from;                   /* start strictly after it (FORWARD) or before it (BACKWARD); */
+    size_t flen;                        /*   NULL: at the first (last) key of the range */
+    unsigned flags;                     /* PT_DB_BACKWARD, PT_DB_INCLUSIVE */
+    size_t limit;                       /* at most this many records; 0: no limit */
+};
+
+/* Migrations: called once per step, to == from + 1, inside one all-or-nothing
+ * operation with the version write; may read and write db (and only db).
+ * Returns 0, or PT_E* to refuse the start (nothing of the migration is kept). */
+typedef int (*pt_db_migrate_fn)(struct pt_mod *m, struct pt_db *db, unsigned from, unsigned to);
+/* A walk's callback: 0 goes on, 1 stops, a negative PT_E* stops and is returned
+ * by pt_db_walk. It may read, and write (the walk then goes on after the key it
+ * was at, seeing the writes). */
+typedef int (*pt_db_walk_fn)(struct pt_mod *m, const struct pt_val *key, const struct pt_val *val, void *arg);
+typedef void (*pt_durable_fn)(struct pt_mod *m, void *arg, int ok);
+
+/* Only in init(). Opens (creating) the module's database `name` ([a-z0-9_],
+ * 1..32 bytes) at schema `version` (>= 1). The version is kept in the store
+ * (schemas/meta.md): a new, empty database is stamped with it; an older one is
+ * migrated (migrate(m, db, v, v + 1) for each step; NULL refuses); a newer one
+ * refuses the start with "database X has version N, newer than this petrel's
+ * M". 0 and *out, or PT_EINVAL, PT_ESTORE (logged, naming the database). A
+ * second instance (another host) gets its own handle on the same database. */
+int pt_db_open(struct pt_mod *m, const char *name, unsigned version, pt_db_migrate_fn migrate,
+               struct pt_db **out);
+/* 0 and *out (see the lifetime above), PT_ENOTFOUND, PT_EINVAL, PT_ESTORE. */
+int pt_db_get(struct pt_db *db, const void *key, size_t klen, struct pt_val *out);
+/* 0, PT_EEXIST (PT_DB_NOOVERWRITE), PT_EINVAL, PT_ESTORE. */
+int pt_db_put(struct pt_db *db, const void *key, size_t klen, const void *val, size_t vlen, unsigned flags);
+/* 0, PT_ENOTFOUND, PT_EINVAL, PT_ESTORE. */
+int pt_db_del(struct pt_db *db, const void *key, size_t klen);
+/* Delete every key starting with prefix (plen >= 1), all or nothing; *deleted
+ * (may be NULL) gets how many. 0 (also when none matched), PT_EINVAL, PT_ESTORE. */
+int pt_db_del_prefix(struct pt_db *db, const void *prefix, size_t plen, size_t *deleted);
+/* Visit the records of range r in key order (or reverse), calling fn for each.
+ * Returns how many records fn was called for, a negative value fn returned, or
+ * PT_EINVAL/PT_ESTORE. To resume (a page, a slice of a big list walked across
+ * turns), copy the last key fn saw and pass it as `from` the next time: the
+ * walk starts strictly after it, whatever was written in between. For "is there
+ * more?", ask limit + 1 and stop at the extra one. */
+int pt_db_walk(struct pt_db *db, const struct pt_db_range *r, pt_db_walk_fn fn, void *arg);
+/* The next value of this database's counter `key` (1, 2, 3, ...): increases by
+ * one per call, is never reused, also after records are deleted or the account
+ * goes, and survives restarts (in the turn's commit like any write). The key is
+ * 1..(PT_DB_KEY_MAX - 1 - strlen("<module>.<name>")) bytes. 0, PT_EINVAL, PT_ESTORE. */
+int pt_db_seq(struct pt_db *db, const void *key, size_t klen, uint64_t *out);
+
+/* Call fn(m, arg, ok) once, after the commit that holds this turn's writes:
+ * ok = 1 when it is on disk, ok = 0 if the commit failed (nothing of the turn
+ * was kept). In a turn that wrote nothing it runs at the end of the turn with
+ * ok = 1. ok covers the commit only: a write call that failed has already said
+ * so. Callbacks still waiting when the instance is unloaded are called with
+ * ok = 0 before fini(). Any time (not only in init()). 0 or PT_ENOMEM. */
+int pt_on_durable(struct pt_mod *m, pt_durable_fn fn, void *arg);
+
+/* Big-endian integers, for keys and values. */
+static inline void pt_be32_put(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 24); p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);  p[3] = (unsigned char)v;
+}
+static inline uint32_t pt_be32_get(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+static inline void pt_be64_put(unsigned char *p, uint64_t v)
+{
+    pt_be32_put(p, (uint32_t)(v >> 32));
+    pt_be32_put(p + 4, (uint32_t)v);
+}
+static inline uint64_t pt_be64_get(const unsigned char *p)
+{
+    return (uint64_t)pt_be32_get(p) << 32 | pt_be32_get(p + 4);
+}
+
+/* ---- hosts, services, server-wide modules --------------------------------------
+ * An instance lives on a user host (accounts, client logins), on a service
+ * domain (`service "conference.example.org" { modules = { ... } }`: no
+ * accounts, every address form at it is the modules'), or server-wide (the
+ * top-level `modules = { ... }`: one instance for the server, pt_host() is
+ * NULL, options in a top-level section named after the module).
+ *
+ * A server-wide instance's pt_hook, pt_hook_iq and pt_hook_event register on
+ * every user host and every service (after the hosts' own hooks of equal
+ * priority: server-wide modules load last), so "route/remote" from an s2s
+ * module sees every local sender; its features and identities are listed on
+ * each of them. Timers, pt_defer, DNS and pt_state work as on a host;
+ * pt_session_data returns NULL and pt_is_admin 0 for it; pt_sessions_idle
+ * walks the sessions of every host. A module that makes sense only per host
+ * returns PT_EINVAL from init() when pt_host(m) is NULL (mod_disco does). */
+int  pt_host_is_service(const struct pt_mod *m);
+/* Only inside init(): a disco#info identity (XEP-0030 category and type, e.g.
+ * "conference", "text") for the instance's host or service; name may be NULL,
+ * and on a service is then the service's `name` option. 0, PT_EINVAL, PT_ENOMEM. */
+int  pt_add_identity(struct pt_mod *m, const char *category, const char *type, const char *name);
+/* Every identity added by a module of the host or service (and server-wide);
+ * name may be NULL. A service whose modules add none has component/generic
+ * (with its `name`). For disco. */
+void pt_host_identities(const struct pt_mod *m,
+                        void (*cb)(void *arg, const char *category, const char *type, const char *name),
+                        void *arg);
+/* The services whose parent is m's user host (server-wide: every service; on
+ * a service: none), in config order: the service's JID and its `name` option
+ * (NULL if none). mod_disco lists them in the host's disco#items. */
+void pt_services(const struct pt_mod *m, void (*cb)(void *arg, const char *jid, const char *name), void *arg);
+
+/* ---- scheduling ---------------------------------------------------------------
+ * All on the one event loop, any time (in init(), handlers, timers, deferred
+ * calls), and undone when the instance is unloaded: its timers stop, its
+ * deferred calls are dropped, and no callback runs after fini(). */
+struct pt_timer;                        /* a one-shot timer; owned by the core */
+/* fn(m, arg) once, ms milliseconds from now (0: in the next turn). The handle
+ * is valid until fn returns or the timer is cancelled, whichever is first:
+ * clear your copy of it in fn. NULL on PT_ENOMEM (or fn NULL). */
+struct pt_timer *pt_timer_once(struct pt_mod *m, unsigned ms, pt_timer_fn fn, void *arg);
+/* Cancel a timer that has not fired yet and set *t to NULL; *t NULL is a
+ * no-op; cancelling from inside its own fn is allowed (nothing more happens). */
+void pt_timer_cancel(struct pt_mod *m, struct pt_timer **t);
+/* fn(m, arg) at the end of this loop turn, after the turn's I/O and timers,
+ * before the group commit; calls run in the order they were made. A call
+ * made while deferred calls run (a deferred fn that defers again) waits for
+ * the next turn, so big work (a publish to a million subscribers) goes in
+ * slices, one per turn, with I/O in between: do a bounded slice, then defer
+ * the rest. 0, PT_EINVAL, PT_ENOMEM. */
+int  pt_defer(struct pt_mod *m, pt_timer_fn fn, void *arg);
+
+/* ---- DNS ---------------------------------------------------------------------
+ * Look-ups through c-ares on the loop: the callback runs later, never inside
+ * the call. Each try is bounded (2 s, 2 tries: an answer or PT_ETIMEDOUT within
+ * about 6 s). A query in flight when its instance is unloaded is dropped: its
+ * callback never runs. status: 0, PT_ENOTFOUND (no such name, or no record of
+ * that type: for SRV, fall back to the domain's A/AAAA, RFC 6120 3.2.2),
+ * PT_ETIMEDOUT, PT_ENOMEM or PT_ERROR (the server failed or refused); list
+ * and n are then NULL and 0. The list lives for the callback only. */
+struct pt_srv {
+    const char *target;                 /* host name, without the final dot */
+    uint16_t port, priority, weight;
+};
+struct pt_addr {
+    int family;                         /* AF_INET or AF_INET6 */
+    unsigned char addr[16];             /* network order: 4 bytes for AF_INET, 16 for AF_INET6 */
+    char text[46];                      /* printable: "192.0.2.1", "2001:db8::1" */
+};
+typedef void (*pt_dns_srv_fn)(struct pt_mod *m, void *arg, int status, const struct pt_srv *list, size_t n);
+typedef void (*pt_dns_addr_fn)(struct pt_mod *m, void *arg, int status, const struct pt_addr *list, size_t n);
+/* SRV records of name ("_xmpp-server._tcp.example.org"), in the order to try
+ * them: by priority, and within one priority in RFC 2782 weighted random
+ * order. Status 0 with n = 0: the domain says it has no such service (one
+ * record with target "."); do not fall back then. 0 (the query is on its way),
+ * PT_EINVAL, PT_ENOMEM. */
+int  pt_dns_srv(struct pt_mod *m, const char *name, pt_dns_srv_fn cb, void *arg);
+/* IPv6 and IPv4 addresses of a host name (A and AAAA, /etc/hosts first), in
+ * the order to try them (RFC 6724). 0, PT_EINVAL, PT_ENOMEM. */
+int  pt_dns_addr(struct pt_mod *m, const char *name, pt_dns_addr_fn cb, void *arg);
 
 #endif

@@ -286,15 +286,26 @@ cmd_deluser(int argc, char **argv)
         jid_clear(&j);
         return ok ? 0 : 1;
     }
-    int rc = store_account_del(store, j.bare);
+    /* petreld is not running: the account goes, and a record that petreld
+     * reads at its next start to have its modules drop the account's data
+     * (schemas/deletions.md); both in one operation, or neither */
+    MDB_txn *op;
+    int rc = store_op_begin(store, &op);
+    if (rc == 0) {
+        rc = store_account_del(store, j.bare);
+        if (rc == 0)
+            rc = store_deletion_put(store, j.bare);
+        rc = store_op_end(store, op, rc);
+    }
     if (rc == 0)
         rc = store_commit(store);
     if (rc == PT_ENOTFOUND)
         fprintf(stderr, "petrelctl: no account %s\n", j.bare);
     else if (rc < 0)
-        fprintf(stderr, "petrelctl: %s: %s\n", j.bare, pt_strerror(rc));
+        fprintf(stderr, "petrelctl: %s: %s (%s)\n", j.bare, pt_strerror(rc), store_last_error(store));
     if (rc == 0)
-        printf("deleted %s\n", j.bare);
+        printf("deleted %s (petreld is not running: its modules drop the account's data at its next start)\n",
+               j.bare);
     jid_clear(&j);
     return rc == 0 ? 0 : 1;
 }

@@ -19,15 +19,17 @@ is_type(const struct pt_stanza *st, const char *type)
     return strcmp(pt_stanza_type(st), type) == 0;
 }
 
-void
-router_bounce(struct server *srv, const struct pt_stanza *st, const char *type, const char *condition,
-              const char *text)
+/* answer_available: an available presence is answered too (directed
+ * presence to a service nothing there takes) */
+static void
+bounce(struct server *srv, const struct pt_stanza *st, const char *type, const char *condition, const char *text,
+       int answer_available)
 {
     /* RFC 6121: presence errors only where the sender waits for an answer: a
      * subscription request, a probe, or directed presence to a domain that
      * cannot be reached (RFC 6120 10.4.3: a room join would hang otherwise) */
     if (stanza_is_kind(st, "presence") && !is_type(st, "subscribe") && !is_type(st, "probe") &&
-        !(is_type(st, "available") && strcmp(condition, "remote-server-not-found") == 0))
+        !(is_type(st, "available") && (answer_available || strcmp(condition, "remote-server-not-found") == 0)))
         return;
     if (st->from.full == NULL)
         return;
@@ -40,6 +42,13 @@ router_bounce(struct server *srv, const struct pt_stanza *st, const char *type, 
     }
     router_route(srv, err, NULL);
     pt_stanza_unref(&err);
+}
+
+void
+router_bounce(struct server *srv, const struct pt_stanza *st, const char *type, const char *condition,
+              const char *text)
+{
+    bounce(srv, st, type, condition, text, 0);
 }
 
 /* An iq route: "iq-get/host/jabber:iq:version:query" */
@@ -213,6 +222,42 @@ deliver_full(struct host *h, struct pt_stanza *st, struct pt_session *origin)
         deliver_bare(h, st, origin);
 }
 
+/* A service domain (conference.example.org): every address form is its
+ * modules', with the same route names as on a user host; there are no
+ * accounts, so no account look-up, offline store or session delivery. What
+ * no module takes is answered so that nobody waits: an iq get/set, a message
+ * (not an error or headline), and presence a sender waits on (available:
+ * a MUC join; subscribe; probe) get <service-unavailable/>; the rest is
+ * dropped. */
+static void
+deliver_service(struct host *h, struct pt_stanza *st, struct pt_session *origin)
+{
+    const char *target = st->to.resource ? "full" : st->to.node[0] ? "bare" : "host";
+    char route[600];
+    int iq = stanza_is_kind(st, "iq");
+    if (iq && st->to.resource && hooks_run(h, "iq/full", origin, st) == PT_HANDLED)
+        return;
+    if (iq) {
+        if (iq_route(route, sizeof route, st, target) < 0) {
+            router_bounce(h->srv, st, "modify", "bad-request", NULL);
+            return;
+        }
+    } else {
+        snprintf(route, sizeof route, "%s/%s", pt_stanza_name(st), target);
+    }
+    if (hooks_run(h, route, origin, st) == PT_HANDLED)
+        return;
+    const char *type = pt_stanza_type(st);
+    if ((iq && (is_type(st, "get") || is_type(st, "set"))) ||
+        (stanza_is_kind(st, "message") && !is_type(st, "error") && !is_type(st, "headline")) ||
+        (stanza_is_kind(st, "presence") &&
+         (is_type(st, "available") || is_type(st, "subscribe") || is_type(st, "probe")))) {
+        log_debug("router: service %s: nothing takes %s %s (%s): service-unavailable", h->name,
+                  pt_stanza_name(st), type, route);
+        bounce(h->srv, st, "cancel", "service-unavailable", NULL, 1);
+    }
+}
+
 void
 router_route(struct server *srv, struct pt_stanza *st, struct pt_session *origin)
 {
@@ -236,6 +281,10 @@ router_route(struct server *srv, struct pt_stanza *st, struct pt_session *origin
         if (from_host && hooks_run(from_host, "route/remote", origin, st) == PT_HANDLED)
             return;
         router_bounce(srv, st, "cancel", "remote-server-not-found", NULL);
+        return;
+    }
+    if (host_is_service(h)) {
+        deliver_service(h, st, origin);
         return;
     }
     if (st->to.node[0] == '\0') {

@@ -2,9 +2,13 @@
 #include "config.h"
 #include "server.h"
 #include "c2s.h"
+#include "conn.h"
+#include "stream.h"
 #include "control.h"
+#include "dns.h"
 #include "log.h"
 #include "module.h"
+#include "modstore.h"
 #include "session.h"
 #include "sasl.h"
 #include "tls.h"
@@ -42,16 +46,23 @@ server_host(struct server *srv, const char *domain)
     for (size_t i = 0; i < srv->nhosts; i++)
         if (strcmp(srv->hosts[i]->name, domain) == 0)
             return srv->hosts[i];
+    for (size_t i = 0; i < srv->nservices; i++)
+        if (strcmp(srv->services[i]->name, domain) == 0)
+            return srv->services[i];
     return NULL;
 }
 
 void
 server_end_turn(struct server *srv)
 {
-    c2s_end_turn(srv);
-    if (store_pending(srv->store))
-        store_commit(srv->store);
-    session_reap_all(srv);
+    /* first, so that what deferred calls write is in this turn's commit */
+    module_run_deferred(srv);
+    conns_end_turn(srv);                /* the server-wide output budget */
+    store_end_turn(srv->store);         /* commit, durable callbacks; no write txn left open */
+    sessions_end_turn(srv);             /* per-account budgets, SESSION_ENDED, frees */
+    streams_reap(srv);
+    conns_reap(srv);
+    store_end_turn(srv->store);         /* what SESSION_ENDED handlers wrote */
 }
 
 /* ---- connections per address ------------------------------------------------------ */
@@ -252,12 +263,113 @@ sni_lookup(void *arg, const char *name)
     return h ? h->ssl_ctx : NULL;
 }
 
-static void
-setup_host(struct server *srv, struct host *h, const struct conf_host *c)
+static struct host *
+host_new(struct server *srv, const struct conf_host *c, enum host_kind kind)
 {
+    struct host *h = calloc(1, sizeof *h);
+    if (h == NULL)
+        return NULL;
     h->srv = srv;
     h->conf = c;
     h->name = c->name;
+    h->kind = kind;
+    return h;
+}
+
+int
+server_make_hosts(struct server *srv)
+{
+    const struct conf *conf = srv->conf;
+    srv->hosts = calloc(conf->nhosts ? conf->nhosts : 1, sizeof *srv->hosts);
+    srv->services = calloc(conf->nservices ? conf->nservices : 1, sizeof *srv->services);
+    if (srv->hosts == NULL || srv->services == NULL)
+        return -1;
+    for (size_t i = 0; i < conf->nhosts; i++) {
+        if ((srv->hosts[i] = host_new(srv, &conf->hosts[i], HOST_USER)) == NULL)
+            return -1;
+        srv->nhosts++;
+    }
+    for (size_t i = 0; i < conf->nservices; i++) {
+        const struct conf_host *c = &conf->services[i];
+        struct host *h = host_new(srv, c, HOST_SERVICE);
+        if (h == NULL)
+            return -1;
+        /* conf.c made sure a parent is a user host */
+        h->parent = c->parent ? server_host(srv, c->parent) : NULL;
+        srv->services[srv->nservices++] = h;
+    }
+    if ((srv->global = host_new(srv, &conf->server, HOST_SERVER)) == NULL)
+        return -1;
+    return 0;
+}
+
+int
+server_load_modules(struct server *srv)
+{
+    for (size_t i = 0; i < srv->nhosts; i++) {
+        struct host *h = srv->hosts[i];
+        if (modules_load(h) < 0) {
+            log_error("host %s: modules failed to load", h->name);
+            return -1;
+        }
+        log_info("host %s: ready (%zu modules)", h->name, h->nmods);
+    }
+    for (size_t i = 0; i < srv->nservices; i++) {
+        struct host *h = srv->services[i];
+        if (modules_load(h) < 0) {
+            log_error("service %s: modules failed to load", h->name);
+            return -1;
+        }
+    }
+    /* last: their hooks go on every host and service, after the hosts' own */
+    if (srv->global && modules_load(srv->global) < 0) {
+        log_error("server-wide modules failed to load");
+        return -1;
+    }
+    if (srv->global && srv->global->nmods)
+        log_info("server-wide: ready (%zu modules)", srv->global->nmods);
+    for (size_t i = 0; i < srv->nservices; i++) {
+        struct host *h = srv->services[i];
+        log_info("service %s: ready (%zu modules, %s%s)", h->name, h->nmods,
+                 h->parent ? "listed by " : "listed by no host", h->parent ? h->parent->name : "");
+        if (!hooks_exist(h, "iq-get/host/http://jabber.org/protocol/disco#info:query"))
+            log_warnx("service %s: no module answers disco#info (add \"disco\" to its modules): "
+                      "clients cannot discover what it is", h->name);
+    }
+    return 0;
+}
+
+void
+server_free_hosts(struct server *srv)
+{
+    if (srv->global) {
+        modules_unload(srv->global);
+        free(srv->global);
+        srv->global = NULL;
+    }
+    for (size_t i = srv->nservices; i-- > 0;) {
+        modules_unload(srv->services[i]);
+        free(srv->services[i]);
+    }
+    free(srv->services);
+    srv->services = NULL;
+    srv->nservices = 0;
+    for (size_t i = 0; i < srv->nhosts; i++) {
+        modules_unload(srv->hosts[i]);
+        SSL_CTX_free(srv->hosts[i]->ssl_ctx);
+        free(srv->hosts[i]);
+    }
+    free(srv->hosts);
+    srv->hosts = NULL;
+    srv->nhosts = 0;
+}
+
+/* A user host's TLS context: its certificate, or a self-signed one made on
+ * first start. Services have none: no client stream reaches them. */
+static void
+setup_tls(struct server *srv, struct host *h)
+{
+    const struct conf_host *c = h->conf;
     char cert[4200], key[4200], err[512];
     if (c->certificate) {
         snprintf(cert, sizeof cert, "%s", c->certificate);
@@ -283,9 +395,6 @@ setup_host(struct server *srv, struct host *h, const struct conf_host *c)
     h->ssl_ctx = tls_ctx_new(cert, key, err, sizeof err);
     if (h->ssl_ctx == NULL)
         fatalx("host %s: TLS: %s", c->name, err);
-    if (modules_load(h) < 0)
-        fatalx("host %s: modules failed to load", c->name);
-    log_info("host %s: ready (%zu modules)", h->name, h->nmods);
 }
 
 /* ---- signals ------------------------------------------------------------------------- */
@@ -304,9 +413,10 @@ stop_cb(evutil_socket_t sig, short what, void *arg)
     srv->stopping = 1;
     for (size_t i = 0; i < srv->nlisteners; i++)
         evconnlistener_disable(srv->listeners[i].ev);
+    conns_close_all(srv, "system-shutdown");
     for (struct pt_session *s = srv->lru_head; s; s = s->lru_next)
         if (!s->closing)
-            s->ops->close(s, "system-shutdown");
+            s->ops->close(s, "system-shutdown");   /* hibernating sessions */
     struct timeval tv = { 0, 300000 };
     event_base_loopexit(srv->base, &tv);
 }
@@ -369,23 +479,24 @@ server_init(struct server *srv, struct conf *conf)
         srv->max_unauth = srv->max_sockets;
     log_info("limits: %zu client connections, %zu of them before binding (file limit %zu)", srv->max_sockets,
              srv->max_unauth, nofile);
-    if (c2s_init(srv) < 0)
+    if (conns_init(srv) < 0)
         fatalx("timer");
     srv->auth_fail_gc = event_new(srv->base, -1, EV_PERSIST, auth_fail_gc, srv);
     struct timeval gc = { 10, 0 };
     if (srv->auth_fail_gc == NULL || event_add(srv->auth_fail_gc, &gc) < 0)
         fatalx("timer");
 
-    srv->nhosts = conf->nhosts;
-    srv->hosts = calloc(conf->nhosts, sizeof *srv->hosts);
-    if (srv->hosts == NULL)
+    if (server_make_hosts(srv) < 0)
         fatalx("out of memory");
-    for (size_t i = 0; i < conf->nhosts; i++) {
-        srv->hosts[i] = calloc(1, sizeof *srv->hosts[i]);
-        if (srv->hosts[i] == NULL)
-            fatalx("out of memory");
-        setup_host(srv, srv->hosts[i], &conf->hosts[i]);
-    }
+    for (size_t i = 0; i < srv->nhosts; i++)
+        setup_tls(srv, srv->hosts[i]);
+    if (server_load_modules(srv) < 0)
+        fatalx("modules failed to load");
+    /* accounts deleted while petreld was stopped; then the start-up turn ends:
+     * what init() and the clean-up wrote is committed before the loop runs */
+    modstore_deletions(srv);
+    if (store_end_turn(srv->store) < 0)
+        fatalx("cannot commit the start-up writes to the store %s", path);
     tls_set_sni(srv->hosts[0]->ssl_ctx, sni_lookup, srv);
 
     srv->nlisteners = conf->nlisten;
@@ -431,23 +542,23 @@ server_fini(struct server *srv)
             session_reap(s);
         }
     server_end_turn(srv);
+    conns_drop_all(srv);                /* connections whose session is gone already */
+    server_end_turn(srv);
     control_close(srv);
     for (size_t i = 0; i < srv->nlisteners; i++)
         if (srv->listeners[i].ev)
             evconnlistener_free(srv->listeners[i].ev);
     free(srv->listeners);
-    for (size_t i = 0; i < srv->nhosts; i++) {
-        modules_unload(srv->hosts[i]);
-        SSL_CTX_free(srv->hosts[i]->ssl_ctx);
-        free(srv->hosts[i]);
-    }
-    free(srv->hosts);
+    server_free_hosts(srv);
+    modules_fini(srv);                  /* pt_defer calls left, with their modules gone */
+    dns_fini(srv);
     for (int i = 0; i < 3; i++)
         if (srv->sigs[i])
             event_free(srv->sigs[i]);
     if (srv->auth_fail_gc)
         event_free(srv->auth_fail_gc);
-    c2s_fini(srv);
+    conns_fini(srv);
+    streams_reap(srv);
     hash_free(&srv->users, NULL);
     hash_free(&srv->auth_fail, free);
     hash_free(&srv->conns_by_addr, NULL);

@@ -19,19 +19,36 @@
 #include "xml.h"
 
 struct hook_list;
+struct deferred;
+struct dns;
 struct control;
-struct c2s;
+struct conn;
+struct stream;
+struct sasl_ext;
+struct pt_session;
+
+/* A user host has accounts and client logins. A service domain
+ * (conference.example.org) is served by its modules only: no accounts, no
+ * client streams, no certificate; every address form at it reaches its hooks.
+ * The one HOST_SERVER struct (srv->global, name "*") holds the server-wide
+ * module instances: their hooks and events go on every host and service. */
+enum host_kind { HOST_USER = 0, HOST_SERVICE, HOST_SERVER };
 
 struct host {
     struct server *srv;
     const struct conf_host *conf;
     const char *name;
+    enum host_kind kind;
+    struct host *parent;                  /* services: the user host that lists it in disco#items, or NULL */
     SSL_CTX *ssl_ctx;
     struct pt_mod **mods;
     size_t nmods;
     struct hash *hooks;                   /* route -> struct hook_list */
     struct hook_list *events[PT_EV__COUNT];
+    struct sasl_ext *sasl_exts;           /* SASL mechanisms modules added (stream.c) */
 };
+
+static inline int host_is_service(const struct host *h) { return h->kind == HOST_SERVICE; }
 
 struct listener {
     struct server *srv;
@@ -43,8 +60,15 @@ struct server {
     struct event_base *base;
     struct conf *conf;
     struct store *store;
-    struct host **hosts;
+    struct host **hosts;                  /* user hosts, in config order (hosts[0] is the default) */
     size_t nhosts;
+    struct host **services;               /* service domains, in config order */
+    size_t nservices;
+    struct host *global;                  /* server-wide module instances (HOST_SERVER), or NULL */
+    struct deferred *defer_head, *defer_tail;     /* pt_defer() calls for the end of this turn */
+    struct deferred *defer_running;       /* the batch being run (module_free drops a module's) */
+    struct event *defer_wake;             /* keeps the next turn from blocking while calls wait */
+    struct dns *dns;                      /* c-ares channel (dns.c), made on first use */
     struct listener *listeners;
     size_t nlisteners;
     struct xml_limits limits;
@@ -55,15 +79,20 @@ struct server {
     struct pt_session *reap;              /* closed sessions waiting to be freed */
     struct hash *auth_fail;               /* peer address -> struct auth_fail */
     struct hash *conns_by_addr;           /* peer address -> open connections (uintptr_t) */
-    struct c2s *unauth_head, *unauth_tail;    /* client connections not bound yet, oldest first */
+    struct conn *conns;                   /* every connection (conn.c) */
+    struct conn *conn_reap;               /* gone, freed at the end of the turn */
+    struct conn *unauth_head, *unauth_tail;   /* connections not bound yet, oldest first */
+    struct stream *stream_reap;           /* streams whose connection is gone */
+    struct pt_session *ended_head;        /* SESSION_ENDED due at the end of the turn */
+    uint64_t next_conn_id;
     size_t nunauth;
     size_t nsockets;                      /* client sockets open now */
     size_t max_sockets;                   /* the file limit less a reserve for the store, logs, control */
     size_t max_unauth;                    /* limits.unauthenticated_connections, or derived from max_sockets */
     size_t out_queued;                    /* bytes queued to every client, not yet written */
-    struct c2s *budget_head;              /* sessions with large queues: their account's budget is checked
+    struct pt_session *budget_head;       /* sessions with large queues: their account's budget is checked
                                            * at the end of the turn */
-    struct event *c2s_sweep;
+    struct event *conn_sweep;
     struct event *auth_fail_gc;
     struct event *sigs[3];
     struct control *control;
@@ -76,9 +105,21 @@ void server_init(struct server *srv, struct conf *conf);
 void server_run(struct server *srv);
 void server_fini(struct server *srv);
 
+/* The user host or service domain named domain (nameprep'ed), or NULL. */
 struct host *server_host(struct server *srv, const char *domain);
-/* The end-of-turn work (output budgets, group commit, deferred frees) runs
- * after every loop turn. */
+/* Host, service and server-wide structs from srv->conf, without TLS and
+ * without modules (server_init, and unit tests that have no sockets). 0 or -1. */
+int  server_make_hosts(struct server *srv);
+/* Load the modules of every host, then of every service, then the
+ * server-wide ones. 0, or -1 with a logged reason. */
+int  server_load_modules(struct server *srv);
+/* Unload every module (server-wide first, then the services, then the
+ * hosts) and free the host structs and their SSL_CTX. */
+void server_free_hosts(struct server *srv);
+/* The end-of-turn work runs after every loop turn: first the pt_defer()
+ * calls queued before this point (the turn's I/O and timers have run; calls
+ * they queue wait for the next turn), then output budgets, the group commit,
+ * the deferred frees. */
 void server_end_turn(struct server *srv);
 
 /* open connections per peer address: 0, or -1 when addr is at its limit */

@@ -1,11 +1,15 @@
 /* sessions.c — the registry of bound sessions; see session.h */
 #include "config.h"
 #include "session.h"
+#include "conn.h"
+#include "stream.h"
 #include "log.h"
 #include "module.h"
 #include "server.h"
 #include "stanza.h"
 
+#include <openssl/rand.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,15 +41,54 @@ lru_append(struct pt_session *s)
     srv->lru_tail = s;
 }
 
+#define BUDGET_WATCH (64u << 10)  /* a queue this large gets its account's budget checked */
+
 void
 session_init(struct pt_session *s, struct server *srv, const struct session_ops *ops)
 {
+    if (srv->next_id == 0) {
+        /* ids are unique across processes: a random prefix per process */
+        uint32_t r = 0;
+        if (RAND_bytes((unsigned char *)&r, sizeof r) != 1)
+            r = (uint32_t)pt_now_ms();
+        srv->next_id = (uint64_t)(r | 1) << 32;
+    }
     s->ops = ops;
     s->srv = srv;
     s->id = ++srv->next_id;
     s->started_ms = s->last_rx_ms = pt_now_ms();
     srv->nconns++;
     lru_append(s);
+}
+
+struct pt_session *
+session_new(struct server *srv, const struct session_ops *ops, void *stream, struct conn *conn, const char *peer)
+{
+    struct pt_session *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return NULL;
+    session_init(s, srv, ops);
+    s->owned = 1;
+    s->stream = stream;
+    s->conn = conn;
+    snprintf(s->peer, sizeof s->peer, "%s", peer ? peer : "-");
+    return s;
+}
+
+void
+session_detach(struct pt_session *s)
+{
+    s->stream = NULL;
+    s->conn = NULL;
+    s->hibernating = 1;
+    log_info("%s: hibernating (its connection is gone)", s->jid.full ? s->jid.full : s->peer);
+}
+
+void
+session_end(struct pt_session *s)
+{
+    s->closing = 1;
+    session_reap(s);
 }
 
 void
@@ -126,7 +169,11 @@ session_unregister(struct pt_session *s)
     }
     s->user_next = NULL;
     srv->nbound--;
-    events_fire(s->host, PT_EV_SESSION_ENDED, s, NULL, &s->jid);
+    /* the event waits for the end of the turn: a handler must not re-enter
+     * the router in the middle of a fan-out that closed this session */
+    s->end_pending = 1;
+    s->ended_next = srv->ended_head;
+    srv->ended_head = s;
 }
 
 void
@@ -150,9 +197,74 @@ session_reap(struct pt_session *s)
     s->srv->reap = s;
 }
 
+static void
+fire_ended(struct server *srv)
+{
+    /* in the order they ended; a handler may end more sessions: they come next */
+    while (srv->ended_head) {
+        struct pt_session *list = NULL;
+        while (srv->ended_head) {
+            struct pt_session *s = srv->ended_head;
+            srv->ended_head = s->ended_next;
+            s->ended_next = list;
+            list = s;
+        }
+        while (list) {
+            struct pt_session *s = list;
+            list = s->ended_next;
+            s->end_pending = 0;
+            events_fire(s->host, PT_EV_SESSION_ENDED, s, NULL, &s->jid);
+        }
+    }
+}
+
+/* The sessions of one account may queue output_per_account_kb together;
+ * over it, the largest queue of the account is dropped. */
+static void
+account_budgets(struct server *srv)
+{
+    size_t cap = srv->conf->out_account;
+    while (srv->budget_head) {
+        struct pt_session *s = srv->budget_head;
+        srv->budget_head = s->budget_next;
+        s->in_budget = 0;
+        if (s->closing || !s->registered)
+            continue;
+        for (;;) {
+            size_t sum = 0;
+            struct pt_session *big = NULL;
+            for (struct pt_session *o = sessions_of(srv, s->jid.bare); o; o = o->user_next) {
+                if (o->conn == NULL)
+                    continue;
+                size_t q = conn_queued(o->conn);
+                sum += q;
+                if (big == NULL || q > conn_queued(big->conn))
+                    big = o;
+            }
+            if (sum <= cap || big == NULL || conn_queued(big->conn) == 0)
+                break;
+            log_warnx("c2s %s (%s): the account's sessions have %zu bytes queued, over its budget: "
+                      "dropping this one, %zu bytes", big->peer, big->jid.full, sum, conn_queued(big->conn));
+            int self = big == s;
+            conn_drop(big->conn);
+            if (self)
+                break;
+        }
+    }
+}
+
+void
+sessions_end_turn(struct server *srv)
+{
+    account_budgets(srv);
+    fire_ended(srv);
+    session_reap_all(srv);
+}
+
 void
 session_reap_all(struct server *srv)
 {
+    fire_ended(srv);
     while (srv->reap) {
         struct pt_session *s = srv->reap;
         srv->reap = s->reap_next;
@@ -161,8 +273,30 @@ session_reap_all(struct server *srv)
         pt_stanza_unref(&s->presence);
         jid_clear(&s->jid);
         srv->nconns--;
-        s->ops->free(s);
+        int owned = s->owned;
+        if (s->ops && s->ops->free)
+            s->ops->free(s);            /* an embedded session's owner frees it here */
+        if (owned)
+            free(s);
     }
+}
+
+int
+session_write(struct pt_session *s, struct pt_stanza *st)
+{
+    if (s->closing)
+        return PT_ERROR;
+    const struct strbuf *b = stanza_bytes(st);
+    if (b->failed)
+        return PT_ENOMEM;
+    if (s->ops->send(s, b->data, b->len) < 0)
+        return PT_ERROR;
+    if (s->conn && conn_queued(s->conn) >= BUDGET_WATCH && s->registered && !s->in_budget) {
+        s->in_budget = 1;
+        s->budget_next = s->srv->budget_head;
+        s->srv->budget_head = s;
+    }
+    return 0;
 }
 
 int
@@ -170,10 +304,10 @@ session_send(struct pt_session *s, struct pt_stanza *st)
 {
     if (s->closing)
         return PT_ERROR;
-    const struct strbuf *b = stanza_bytes(st);
-    if (b->failed)
-        return PT_ENOMEM;
-    return s->ops->send(s, b->data, b->len) < 0 ? PT_ERROR : 0;
+    /* outbound filters: stream management counts, CSI holds, push notices */
+    if (s->host && hooks_run(s->host, "session-out", s, st) == PT_HANDLED)
+        return 0;
+    return session_write(s, st);
 }
 
 /* ---- public API ---------------------------------------------------------------- */
@@ -183,6 +317,67 @@ int pt_session_priority(const struct pt_session *s) { return s->priority; }
 int pt_session_available(const struct pt_session *s) { return s->available; }
 uint64_t pt_session_idle_ms(const struct pt_session *s) { return pt_now_ms() - s->last_rx_ms; }
 int pt_session_send(struct pt_session *s, struct pt_stanza *st) { return session_send(s, st); }
+int pt_session_write(struct pt_session *s, struct pt_stanza *st) { return session_write(s, st); }
+uint64_t pt_session_id(const struct pt_session *s) { return s->id; }
+const struct pt_stanza *pt_session_presence(const struct pt_session *s) { return s->available ? s->presence : NULL; }
+size_t pt_session_queued(const struct pt_session *s) { return s->conn ? conn_queued(s->conn) : 0; }
+int pt_session_hibernating(const struct pt_session *s) { return s->hibernating; }
+
+int
+pt_session_send_element(struct pt_session *s, const struct xml_node *el)
+{
+    struct arena *a = arena_new(512);
+    if (a == NULL)
+        return PT_ENOMEM;
+    struct xml_node *copy = xml_copy(a, el);
+    int bad = 0;
+    struct pt_stanza *st = copy ? stanza_wrap(copy, &bad) : NULL;
+    if (st == NULL) {
+        arena_free(&a);
+        return bad ? PT_EINVAL : PT_ENOMEM;
+    }
+    int rc = session_send(s, st);
+    pt_stanza_unref(&st);
+    return rc;
+}
+
+int
+pt_user_sessions(struct pt_mod *m, const char *bare, int (*fn)(struct pt_mod *m, struct pt_session *s, void *arg),
+                 void *arg)
+{
+    int n = 0;
+    struct pt_session *next;
+    for (struct pt_session *s = sessions_of(m->srv, bare); s; s = next) {
+        next = s->user_next;        /* fn may close s */
+        n++;
+        if (fn && fn(m, s, arg))
+            break;
+    }
+    return n;
+}
+
+int
+pt_session_resume(struct pt_mod *m, struct pt_session *fresh, struct pt_session *old)
+{
+    (void)m;
+    struct stream *st = fresh->stream;
+    if (st == NULL || fresh->bound || !old->hibernating || old->closing || !old->registered ||
+        old->host != fresh->host || old->ops != fresh->ops)
+        return PT_EINVAL;
+    stream_adopt(st, old);
+    log_info("%s: resumed on a new connection from %s", old->jid.full, old->peer);
+    events_fire(old->host, PT_EV_SESSION_RESUMED, old, NULL, &old->jid);
+    return 0;
+}
+
+void
+pt_session_end(struct pt_session *s)
+{
+    if (s->stream)
+        s->ops->close(s, NULL);
+    else
+        session_end(s);
+}
 
 void
 pt_session_close(struct pt_session *s, const char *condition)

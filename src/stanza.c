@@ -1,6 +1,7 @@
 /* stanza.c — see stanza.h */
 #include "config.h"
 #include "stanza.h"
+#include "log.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,40 @@ stanza_wrap(struct xml_node *el, int *bad_jid)
     st->refs = 1;
     st->xml = el;
     return st;
+}
+
+struct pt_stanza *
+stanza_borrow(struct xml_node *el)
+{
+    int bad;
+    return stanza_wrap(el, &bad);
+}
+
+void
+stanza_unborrow(struct pt_stanza **stp)
+{
+    struct pt_stanza *st = *stp;
+    if (st == NULL)
+        return;
+    *stp = NULL;
+    strbuf_free(&st->bytes);
+    st->bytes_valid = 0;
+    if (st->refs > 1) {
+        /* a handler kept it: it gets a copy in an arena of its own */
+        struct arena *a = arena_new(512);
+        struct xml_node *copy = a ? xml_copy(a, st->xml) : NULL;
+        if (copy == NULL) {
+            log_warnx("stanza: out of memory copying a kept stanza: leaked");
+            arena_free(&a);
+            return;
+        }
+        st->xml = copy;
+        st->refs--;
+        return;
+    }
+    jid_clear(&st->from);
+    jid_clear(&st->to);
+    free(st);
 }
 
 static void

@@ -17,6 +17,11 @@ struct pt_stanza {
 /* Take ownership of el (and its arena). Parses to/from: NULL with *bad_jid set
  * when one of them is not a valid JID (the element is then still the caller's). */
 struct pt_stanza *stanza_wrap(struct xml_node *el, int *bad_jid);
+/* A stanza over an element that stays the caller's, for a hook call; give it
+ * back with stanza_unborrow(), which leaves a handler that kept a reference
+ * its own copy (NULL on ENOMEM or a bad JID). */
+struct pt_stanza *stanza_borrow(struct xml_node *el);
+void stanza_unborrow(struct pt_stanza **st);
 /* Set from/to (string NULL removes); updates the xml and the parsed JID. 0 or PT_E*. */
 int  stanza_set_from(struct pt_stanza *st, const char *from);
 int  stanza_set_to(struct pt_stanza *st, const char *to);

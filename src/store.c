@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -20,6 +21,8 @@
 #include <openssl/rand.h>
 
 #define MAX_DBS 64
+#define MAX_NEST 8              /* operations inside operations (a migration, a walk that writes) */
+#define END_TURN_ROUNDS 16      /* commit rounds at the end of a turn (callbacks that write) */
 
 struct commit_cb {
     store_commit_fn fn;
@@ -29,9 +32,17 @@ struct commit_cb {
 struct store {
     char *dir;                  /* the folder, for messages */
     MDB_env *env;
-    MDB_txn *wtxn;
+    MDB_txn *wtxn;              /* the turn's write txn */
+    MDB_txn *nest[MAX_NEST];    /* open operations, innermost last (children of wtxn) */
+    size_t nnest;
+    MDB_txn *rtxn;              /* the turn's read txn (store_view), reset at the end of the turn */
+    int rtxn_live;
+    unsigned walks;             /* walks in progress: no commit under them */
+    uint64_t wgen;              /* counts write operations and txn changes, for walks */
+    int last_mrc;               /* the LMDB error of the last failed write (store_last_error) */
     struct commit_cb *cbs;
     size_t ncbs, capcbs;
+    int cbs_ok;                 /* 0 if a commit failed since the waiting callbacks were registered */
     struct { char *name; MDB_dbi dbi; int pending; } dbs[MAX_DBS];
     size_t ndbs;
     void (*wakeup)(void *);
@@ -39,6 +50,15 @@ struct store {
 };
 
 MDB_env *store_env(struct store *s) { return s->env; }
+
+static void rtxn_end(struct store *s);
+
+/* the innermost open write txn, or NULL */
+static MDB_txn *
+inner_wtxn(const struct store *s)
+{
+    return s->nnest ? s->nest[s->nnest - 1] : s->wtxn;
+}
 
 int
 store_dbi(struct store *s, const char *name, MDB_dbi *out)
@@ -48,8 +68,15 @@ store_dbi(struct store *s, const char *name, MDB_dbi *out)
             *out = s->dbs[i].dbi;
             return 0;
         }
-    if (s->ndbs == MAX_DBS)
+    if (s->ndbs == MAX_DBS) {
+        log_warnx("store: cannot open database %s: already %d databases open", name, MAX_DBS);
         return PT_ESTORE;
+    }
+    /* a handle opened in a child txn would be closed by LMDB if the child aborts */
+    if (s->nnest > 0) {
+        log_warnx("store: database %s opened inside an operation: refused", name);
+        return PT_ESTORE;
+    }
     char *copy = strdup(name);
     if (copy == NULL)
         return PT_ENOMEM;
@@ -80,6 +107,10 @@ store_dbi(struct store *s, const char *name, MDB_dbi *out)
     s->dbs[s->ndbs].dbi = dbi;
     s->dbs[s->ndbs].pending = !own;     /* LMDB closes it if the turn fails to commit */
     s->ndbs++;
+    /* a read txn begun before the handle existed does not know it (EINVAL):
+     * the turn's read view starts again at its next use */
+    if (own)
+        rtxn_end(s);
     *out = dbi;
     return 0;
 }
@@ -118,7 +149,16 @@ migrate_0_to_1(MDB_txn *txn)
     MDB_dbi dbi;
     return mdb_dbi_open(txn, "accounts", MDB_CREATE, &dbi);
 }
-static const migrate_fn migrations[STORE_SCHEMA_VERSION] = { migrate_0_to_1 };
+static int
+migrate_1_to_2(MDB_txn *txn)
+{
+    /* version 2: the module store's counters (schemas/seq.md) and the accounts
+     * deleted while petreld was stopped (schemas/deletions.md) */
+    MDB_dbi dbi;
+    int rc = mdb_dbi_open(txn, "seq", MDB_CREATE, &dbi);
+    return rc ? rc : mdb_dbi_open(txn, "deletions", MDB_CREATE, &dbi);
+}
+static const migrate_fn migrations[STORE_SCHEMA_VERSION] = { migrate_0_to_1, migrate_1_to_2 };
 
 /* ---- is the file whole? --------------------------------------------------------
  * LMDB maps data.mdb and reads pages straight from the map: a page past the end
@@ -486,6 +526,12 @@ open_common(struct store **out, const char *dir, size_t map_size, int create, ch
         if (rc == 0)
             log_info("store: migrated %s from schema version %u to %u", dir, v, v + 1);
     }
+    /* the core's databases, opened once here so that no operation has to open
+     * them (a handle opened inside an aborted child txn would be closed) */
+    static const char *const core_dbs[] = { "meta", "accounts", "seq", "deletions" };
+    MDB_dbi core[4];
+    for (size_t i = 0; rc == 0 && i < 4; i++)
+        rc = mdb_dbi_open(txn, core_dbs[i], 0, &core[i]);
     if (rc == 0)
         rc = mdb_txn_commit(txn);
     else if (txn)
@@ -494,6 +540,15 @@ open_common(struct store **out, const char *dir, size_t map_size, int create, ch
         snprintf(err, errlen, "cannot initialise the store in %s: %s", dir, mdb_strerror(rc));
         store_close(&s);
         return PT_ESTORE;
+    }
+    for (size_t i = 0; i < 4; i++) {
+        if ((s->dbs[i].name = strdup(core_dbs[i])) == NULL) {
+            snprintf(err, errlen, "out of memory");
+            store_close(&s);
+            return PT_ENOMEM;
+        }
+        s->dbs[i].dbi = core[i];
+        s->ndbs = i + 1;
     }
     *out = s;
     return 0;
@@ -511,14 +566,37 @@ store_open_existing(struct store **out, const char *dir, size_t map_size, char *
     return open_common(out, dir, map_size, 0, err, errlen);
 }
 
+static void
+rtxn_end(struct store *s)
+{
+    if (s->rtxn_live) {
+        mdb_txn_reset(s->rtxn);
+        s->rtxn_live = 0;
+        s->wgen++;
+    }
+}
+
 void
 store_close(struct store **sp)
 {
     struct store *s = *sp;
     if (s == NULL)
         return;
-    if (s->wtxn)
-        store_commit(s);
+    while (s->nnest > 0) {
+        log_error("store: closed with an operation open: its writes are dropped");
+        mdb_txn_abort(s->nest[--s->nnest]);
+    }
+    s->walks = 0;
+    for (int i = 0; i < 4 && (s->wtxn || s->ncbs); i++)
+        store_end_turn(s);
+    if (s->wtxn || s->ncbs)
+        log_error("store: closed while commit callbacks kept writing: the last of it is dropped");
+    if (s->wtxn) {
+        mdb_txn_abort(s->wtxn);
+        s->wtxn = NULL;
+    }
+    if (s->rtxn)
+        mdb_txn_abort(s->rtxn);
     for (size_t i = 0; i < s->ndbs; i++)
         free(s->dbs[i].name);
     free(s->cbs);
@@ -547,9 +625,74 @@ store_wtxn(struct store *s)
         s->wtxn = NULL;
         return NULL;
     }
+    s->wgen++;
     if (s->wakeup)
         s->wakeup(s->wakeup_arg);
     return s->wtxn;
+}
+
+int
+store_op_begin(struct store *s, MDB_txn **txn)
+{
+    *txn = NULL;
+    if (s->nnest == MAX_NEST) {
+        log_warnx("store: operations nested %d deep: refused", MAX_NEST);
+        return PT_ESTORE;
+    }
+    MDB_txn *parent = s->nnest ? s->nest[s->nnest - 1] : store_wtxn(s);
+    if (parent == NULL)
+        return PT_ESTORE;
+    int rc = mdb_txn_begin(s->env, parent, 0, txn);
+    if (rc != 0) {
+        s->last_mrc = rc;
+        *txn = NULL;
+        return PT_ESTORE;
+    }
+    s->nest[s->nnest++] = *txn;
+    s->wgen++;
+    return 0;
+}
+
+int
+store_op_end(struct store *s, MDB_txn *txn, int rc)
+{
+    if (s->nnest == 0 || s->nest[s->nnest - 1] != txn) {
+        log_error("store: operations ended out of order");
+        return PT_ESTORE;
+    }
+    s->nnest--;
+    s->wgen++;
+    if (rc < 0) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    int mrc = mdb_txn_commit(txn);
+    if (mrc != 0) {
+        s->last_mrc = mrc;
+        return PT_ESTORE;
+    }
+    return 0;
+}
+
+/* The result of an LMDB write call inside an operation, as PT_E*; a failure
+ * is kept for store_last_error() and left to the caller to log (once, with
+ * what it was writing). */
+static int
+write_rc(struct store *s, int mrc)
+{
+    switch (mrc) {
+    case 0: return 0;
+    case MDB_NOTFOUND: return PT_ENOTFOUND;
+    case MDB_KEYEXIST: return PT_EEXIST;
+    }
+    s->last_mrc = mrc;
+    return mrc == MDB_BAD_VALSIZE ? PT_EINVAL : PT_ESTORE;
+}
+
+const char *
+store_last_error(const struct store *s)
+{
+    return s->last_mrc ? mdb_strerror(s->last_mrc) : "no error";
 }
 
 int store_pending(const struct store *s) { return s->wtxn != NULL; }
@@ -565,49 +708,105 @@ store_on_commit(struct store *s, store_commit_fn fn, void *arg)
         s->cbs = c;
         s->capcbs = n;
     }
+    if (s->ncbs == 0)
+        s->cbs_ok = 1;
     s->cbs[s->ncbs++] = (struct commit_cb){ fn, arg };
     return 0;
+}
+
+void
+store_cancel_commit(struct store *s, store_commit_fn fn, void *arg)
+{
+    size_t j = 0;
+    for (size_t i = 0; i < s->ncbs; i++)
+        if (s->cbs[i].fn != fn || s->cbs[i].arg != arg)
+            s->cbs[j++] = s->cbs[i];
+    s->ncbs = j;
+}
+
+/* Commit the turn's txn, if any; 1 if it is durable (or there was none), 0 if not. */
+static int
+commit_txn(struct store *s)
+{
+    int ok = 1;
+    if (s->wtxn == NULL)
+        return 1;
+    int rc = mdb_txn_commit(s->wtxn);
+    s->wtxn = NULL;
+    s->wgen++;
+    if (rc != 0) {
+        log_error("store: commit failed: %s", mdb_strerror(rc));
+        ok = 0;
+    }
+    /* handles opened in the txn live on if it committed, are closed if not */
+    size_t j = 0;
+    for (size_t i = 0; i < s->ndbs; i++) {
+        if (s->dbs[i].pending && !ok) {
+            free(s->dbs[i].name);
+            continue;
+        }
+        s->dbs[i].pending = 0;
+        s->dbs[j++] = s->dbs[i];
+    }
+    s->ndbs = j;
+    /* the turn's read view is older than what was just committed */
+    rtxn_end(s);
+    if (!ok)
+        s->cbs_ok = 0;
+    return ok;
 }
 
 int
 store_commit(struct store *s)
 {
-    int ok = 1;
-    if (s->wtxn) {
-        int rc = mdb_txn_commit(s->wtxn);
-        s->wtxn = NULL;
-        if (rc != 0) {
-            log_error("store: commit failed: %s", mdb_strerror(rc));
-            ok = 0;
-        }
-        /* handles opened in the txn live on if it committed, are closed if not */
-        size_t j = 0;
-        for (size_t i = 0; i < s->ndbs; i++) {
-            if (s->dbs[i].pending && !ok) {
-                free(s->dbs[i].name);
-                continue;
-            }
-            s->dbs[i].pending = 0;
-            s->dbs[j++] = s->dbs[i];
-        }
-        s->ndbs = j;
+    if (s->nnest > 0 || s->walks > 0) {
+        log_error("store: commit refused inside %s; it happens at the end of the turn",
+                  s->nnest > 0 ? "an operation" : "a walk");
+        return PT_ESTORE;
     }
+    int ok = commit_txn(s);
     /* callbacks may queue more work; run the ones we have */
     size_t n = s->ncbs;
     struct commit_cb *cbs = s->cbs;
+    int cb_ok = ok && s->cbs_ok;
     s->cbs = NULL;
     s->ncbs = s->capcbs = 0;
+    s->cbs_ok = 1;
     for (size_t i = 0; i < n; i++)
-        cbs[i].fn(cbs[i].arg, ok);
+        cbs[i].fn(cbs[i].arg, cb_ok);
     free(cbs);
     return ok ? 0 : PT_ESTORE;
 }
 
 int
+store_end_turn(struct store *s)
+{
+    int rc = 0;
+    for (int round = 0; s->wtxn || s->ncbs; round++) {
+        if (round == END_TURN_ROUNDS) {
+            /* commit callbacks that write and register more, round after round:
+             * commit what they wrote; the callbacks wait for the next turn */
+            log_warnx("store: commit callbacks still writing after %d rounds; the rest waits for the next turn",
+                      END_TURN_ROUNDS);
+            if (!commit_txn(s))
+                rc = PT_ESTORE;
+            break;
+        }
+        if (store_commit(s) < 0)
+            rc = PT_ESTORE;
+        if (s->nnest > 0 || s->walks > 0)
+            break;              /* refused: store_commit said why */
+    }
+    rtxn_end(s);
+    return rc;
+}
+
+int
 store_read_begin(struct store *s, MDB_txn **txn)
 {
-    if (s->wtxn) {
-        *txn = s->wtxn;
+    MDB_txn *w = inner_wtxn(s);
+    if (w) {
+        *txn = w;
         return 0;
     }
     int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, txn);
@@ -621,9 +820,332 @@ store_read_begin(struct store *s, MDB_txn **txn)
 void
 store_read_end(struct store *s, MDB_txn **txn)
 {
-    if (*txn && *txn != s->wtxn)
-        mdb_txn_abort(*txn);
+    if (*txn && *txn != s->wtxn) {
+        int nested = 0;
+        for (size_t i = 0; i < s->nnest; i++)
+            nested |= *txn == s->nest[i];
+        if (!nested)
+            mdb_txn_abort(*txn);
+    }
     *txn = NULL;
+}
+
+MDB_txn *
+store_view(struct store *s)
+{
+    MDB_txn *w = inner_wtxn(s);
+    if (w)
+        return w;
+    if (s->rtxn_live)
+        return s->rtxn;
+    int rc = s->rtxn ? mdb_txn_renew(s->rtxn) : mdb_txn_begin(s->env, NULL, MDB_RDONLY, &s->rtxn);
+    if (rc != 0) {
+        log_warnx("store: cannot begin a read transaction: %s", mdb_strerror(rc));
+        if (s->rtxn) {
+            mdb_txn_abort(s->rtxn);
+            s->rtxn = NULL;
+        }
+        return NULL;
+    }
+    s->rtxn_live = 1;
+    s->wgen++;
+    return s->rtxn;
+}
+
+/* ---- generic records ------------------------------------------------------------ */
+
+static int
+key_ok(const void *key, size_t klen)
+{
+    return key != NULL && klen >= 1 && klen <= STORE_KEY_MAX;
+}
+
+int
+store_get(struct store *s, MDB_dbi dbi, const void *key, size_t klen, struct pt_val *out)
+{
+    if (!key_ok(key, klen))
+        return PT_EINVAL;
+    MDB_txn *txn = store_view(s);
+    if (txn == NULL)
+        return PT_ESTORE;
+    MDB_val k = { klen, (void *)key }, v;
+    int rc = mdb_get(txn, dbi, &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return PT_ENOTFOUND;
+    if (rc != 0) {
+        log_warnx("store: read failed: %s", mdb_strerror(rc));
+        return PT_ESTORE;
+    }
+    out->data = v.mv_data;
+    out->len = v.mv_size;
+    return 0;
+}
+
+int
+store_put(struct store *s, MDB_dbi dbi, const void *key, size_t klen, const void *val, size_t vlen,
+          unsigned flags)
+{
+    if (!key_ok(key, klen) || (val == NULL && vlen > 0) || (flags & ~PT_DB_NOOVERWRITE))
+        return PT_EINVAL;
+    MDB_txn *txn;
+    int rc = store_op_begin(s, &txn);
+    if (rc < 0)
+        return rc;
+    MDB_val k = { klen, (void *)key }, v = { vlen, (void *)(val ? val : "") };
+    rc = write_rc(s, mdb_put(txn, dbi, &k, &v, flags & PT_DB_NOOVERWRITE ? MDB_NOOVERWRITE : 0));
+    return store_op_end(s, txn, rc);
+}
+
+int
+store_del(struct store *s, MDB_dbi dbi, const void *key, size_t klen)
+{
+    if (!key_ok(key, klen))
+        return PT_EINVAL;
+    MDB_txn *txn;
+    int rc = store_op_begin(s, &txn);
+    if (rc < 0)
+        return rc;
+    MDB_val k = { klen, (void *)key };
+    rc = write_rc(s, mdb_del(txn, dbi, &k, NULL));
+    return store_op_end(s, txn, rc);
+}
+
+int
+store_del_prefix(struct store *s, MDB_dbi dbi, const void *prefix, size_t plen, size_t *deleted)
+{
+    if (deleted)
+        *deleted = 0;
+    if (!key_ok(prefix, plen))
+        return PT_EINVAL;
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    int rc = store_op_begin(s, &txn);
+    if (rc < 0)
+        return rc;
+    int mrc = mdb_cursor_open(txn, dbi, &cur);
+    size_t n = 0;
+    if (mrc == 0) {
+        MDB_val k = { plen, (void *)prefix }, v;
+        mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+        while (mrc == 0 && k.mv_size >= plen && memcmp(k.mv_data, prefix, plen) == 0) {
+            if ((mrc = mdb_cursor_del(cur, 0)) != 0)
+                break;
+            n++;
+            mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);   /* after a delete: the record that followed */
+        }
+        if (mrc == MDB_NOTFOUND || mrc == MDB_SUCCESS)
+            mrc = 0;
+        mdb_cursor_close(cur);
+    }
+    rc = write_rc(s, mrc);
+    rc = store_op_end(s, txn, rc);
+    if (rc == 0 && deleted)
+        *deleted = n;
+    return rc;
+}
+
+/* Where `from` lies against the keys starting with prefix: -1 below them all,
+ * 0 among them (it starts with prefix), 1 above them all. */
+static int
+against_prefix(const void *from, size_t flen, const void *prefix, size_t plen)
+{
+    if (plen == 0)
+        return 0;
+    size_t m = flen < plen ? flen : plen;
+    int c = memcmp(from, prefix, m);
+    if (c != 0)
+        return c < 0 ? -1 : 1;
+    return flen >= plen ? 0 : -1;
+}
+
+/* prefix + 1 as a big-endian number, trailing 0xff bytes dropped: the first
+ * key past the prefix's range. 0 if there is none (all 0xff). */
+static size_t
+prefix_successor(const unsigned char *prefix, size_t plen, unsigned char *out)
+{
+    while (plen > 0 && prefix[plen - 1] == 0xff)
+        plen--;
+    if (plen == 0)
+        return 0;
+    memcpy(out, prefix, plen);
+    out[plen - 1]++;
+    return plen;
+}
+
+/* Put the cursor on the first record of the walk from `from` (NULL: the range's
+ * start); the MDB_* result. k, v get the record. */
+static int
+walk_seek(MDB_cursor *cur, const struct pt_db_range *r, const void *from, size_t flen, int inclusive,
+          MDB_val *k, MDB_val *v)
+{
+    int back = (r->flags & PT_DB_BACKWARD) != 0;
+    if (from) {
+        int where = against_prefix(from, flen, r->prefix, r->plen);
+        if ((where < 0 && back) || (where > 0 && !back))
+            return MDB_NOTFOUND;                /* the range is all on the other side */
+        if (where != 0)
+            from = NULL;                        /* the range is all on this side: from its start */
+    }
+    int rc;
+    if (!back) {
+        if (from == NULL) {
+            if (r->plen == 0)
+                return mdb_cursor_get(cur, k, v, MDB_FIRST);
+            k->mv_size = r->plen;
+            k->mv_data = (void *)r->prefix;
+            return mdb_cursor_get(cur, k, v, MDB_SET_RANGE);
+        }
+        k->mv_size = flen;
+        k->mv_data = (void *)from;
+        rc = mdb_cursor_get(cur, k, v, MDB_SET_RANGE);
+        if (rc == 0 && !inclusive && k->mv_size == flen && memcmp(k->mv_data, from, flen) == 0)
+            rc = mdb_cursor_get(cur, k, v, MDB_NEXT);
+        return rc;
+    }
+    unsigned char succ[STORE_KEY_MAX];
+    if (from == NULL) {
+        size_t slen = r->plen ? prefix_successor(r->prefix, r->plen, succ) : 0;
+        if (slen == 0)
+            return mdb_cursor_get(cur, k, v, MDB_LAST);
+        k->mv_size = slen;
+        k->mv_data = succ;
+        rc = mdb_cursor_get(cur, k, v, MDB_SET_RANGE);
+        return rc == MDB_NOTFOUND ? mdb_cursor_get(cur, k, v, MDB_LAST)
+                                  : rc == 0 ? mdb_cursor_get(cur, k, v, MDB_PREV) : rc;
+    }
+    k->mv_size = flen;
+    k->mv_data = (void *)from;
+    rc = mdb_cursor_get(cur, k, v, MDB_SET_RANGE);
+    if (rc == MDB_NOTFOUND)
+        return mdb_cursor_get(cur, k, v, MDB_LAST);
+    if (rc == 0 && !(inclusive && k->mv_size == flen && memcmp(k->mv_data, from, flen) == 0))
+        rc = mdb_cursor_get(cur, k, v, MDB_PREV);
+    return rc;
+}
+
+int
+store_walk(struct store *s, MDB_dbi dbi, const struct pt_db_range *r,
+           int (*fn)(void *, const struct pt_val *, const struct pt_val *), void *arg)
+{
+    if (r == NULL || fn == NULL || (r->plen > 0 && r->prefix == NULL) || r->plen > STORE_KEY_MAX ||
+        (r->from != NULL && r->flen > STORE_KEY_MAX) || (r->flags & ~(PT_DB_BACKWARD | PT_DB_INCLUSIVE)))
+        return PT_EINVAL;
+    MDB_txn *txn = store_view(s);
+    MDB_cursor *cur = NULL;
+    if (txn == NULL)
+        return PT_ESTORE;
+    int mrc = mdb_cursor_open(txn, dbi, &cur);
+    if (mrc != 0) {
+        log_warnx("store: cannot walk: %s", mdb_strerror(mrc));
+        return PT_ESTORE;
+    }
+    s->walks++;
+    int back = (r->flags & PT_DB_BACKWARD) != 0, result = 0;
+    const void *from = r->from && r->flen > 0 ? r->from : NULL;   /* an empty bound is no bound */
+    unsigned char at[STORE_KEY_MAX];    /* the key fn was last called for, to seek from after a write */
+    size_t atlen = 0, n = 0;
+    MDB_val k, v;
+    mrc = walk_seek(cur, r, from, from ? r->flen : 0, (r->flags & PT_DB_INCLUSIVE) != 0, &k, &v);
+    while (mrc == 0) {
+        if (r->plen && (k.mv_size < r->plen || memcmp(k.mv_data, r->prefix, r->plen) != 0))
+            break;
+        if (r->limit && n == r->limit)
+            break;
+        atlen = k.mv_size;
+        memcpy(at, k.mv_data, atlen);
+        uint64_t gen = s->wgen;
+        struct pt_val kv = { k.mv_data, k.mv_size }, vv = { v.mv_data, v.mv_size };
+        n++;
+        int stop = fn(arg, &kv, &vv);
+        if (stop != 0) {
+            result = stop < 0 ? stop : 0;
+            break;
+        }
+        if (s->wgen != gen) {
+            /* fn wrote (or the view changed): the records may have moved; carry
+             * on after the same key in the current view */
+            mdb_cursor_close(cur);
+            cur = NULL;
+            if ((txn = store_view(s)) == NULL) {
+                mrc = EINVAL;
+                break;
+            }
+            if ((mrc = mdb_cursor_open(txn, dbi, &cur)) != 0) {
+                cur = NULL;
+                break;
+            }
+            mrc = walk_seek(cur, r, at, atlen, 0, &k, &v);
+        } else {
+            mrc = mdb_cursor_get(cur, &k, &v, back ? MDB_PREV : MDB_NEXT);
+        }
+    }
+    if (cur)
+        mdb_cursor_close(cur);
+    s->walks--;
+    if (result < 0)
+        return result;
+    if (mrc != 0 && mrc != MDB_NOTFOUND) {
+        log_warnx("store: walk failed: %s", mrc == EINVAL ? "no read view" : mdb_strerror(mrc));
+        return PT_ESTORE;
+    }
+    return n > INT_MAX ? INT_MAX : (int)n;
+}
+
+int
+store_seq_next(struct store *s, const void *key, size_t klen, uint64_t *out)
+{
+    MDB_dbi dbi;
+    MDB_txn *txn;
+    if (!key_ok(key, klen))
+        return PT_EINVAL;
+    int rc = store_dbi(s, "seq", &dbi);
+    if (rc < 0 || (rc = store_op_begin(s, &txn)) < 0)
+        return rc;
+    MDB_val k = { klen, (void *)key }, v;
+    uint64_t next = 1;
+    int mrc = mdb_get(txn, dbi, &k, &v);
+    if (mrc == 0 && v.mv_size == 8)
+        next = pt_be64_get(v.mv_data) + 1;
+    else if (mrc == 0)
+        rc = PT_ESTORE;                 /* not a counter: schemas/seq.md */
+    else if (mrc != MDB_NOTFOUND)
+        rc = write_rc(s, mrc);
+    unsigned char b[8];
+    pt_be64_put(b, next);
+    if (rc == 0) {
+        v.mv_size = 8;
+        v.mv_data = b;
+        rc = write_rc(s, mdb_put(txn, dbi, &k, &v, 0));
+    }
+    rc = store_op_end(s, txn, rc);
+    if (rc == 0)
+        *out = next;
+    return rc;
+}
+
+int
+store_meta_u32_get(struct store *s, const char *key, uint32_t *out)
+{
+    MDB_dbi meta;
+    struct pt_val v;
+    int rc = store_dbi(s, "meta", &meta);
+    if (rc == 0)
+        rc = store_get(s, meta, key, strlen(key), &v);
+    if (rc == 0 && v.len != 4)
+        rc = PT_ESTORE;
+    if (rc == 0)
+        *out = pt_be32_get(v.data);
+    return rc;
+}
+
+int
+store_meta_u32_put(struct store *s, const char *key, uint32_t val)
+{
+    MDB_dbi meta;
+    unsigned char b[4];
+    pt_be32_put(b, val);
+    int rc = store_dbi(s, "meta", &meta);
+    return rc < 0 ? rc : store_put(s, meta, key, strlen(key), b, 4, 0);
 }
 
 int
@@ -633,22 +1155,25 @@ store_secret(struct store *s, const char *name, uint8_t out[32])
     int rc = store_dbi(s, "meta", &meta);
     if (rc < 0)
         return rc;
-    MDB_txn *txn = store_wtxn(s);
-    if (txn == NULL)
-        return PT_ESTORE;
+    /* read first: a store that has it opens no write txn (petrelctl would wait on it) */
+    MDB_txn *txn;
+    if ((rc = store_read_begin(s, &txn)) < 0)
+        return rc;
     MDB_val k = { strlen(name), (void *)name }, v;
     int mrc = mdb_get(txn, meta, &k, &v);
-    if (mrc == 0 && v.mv_size == 32) {
+    if (mrc == 0 && v.mv_size == 32)
         memcpy(out, v.mv_data, 32);
+    store_read_end(s, &txn);
+    if (mrc == 0 && v.mv_size == 32)
         return 0;
+    if (mrc != 0 && mrc != MDB_NOTFOUND) {
+        log_warnx("store: cannot read the secret %s: %s", name, mdb_strerror(mrc));
+        return PT_ESTORE;
     }
     if (RAND_bytes(out, 32) != 1)
         return PT_ERROR;
-    v.mv_size = 32;
-    v.mv_data = out;
-    if (mdb_put(txn, meta, &k, &v, 0) != 0)
-        return PT_ESTORE;
-    return store_commit(s);
+    rc = store_put(s, meta, name, strlen(name), out, 32, 0);
+    return rc < 0 ? rc : store_commit(s);
 }
 
 /* ---- accounts ------------------------------------------------------------------
@@ -775,20 +1300,13 @@ store_account_put(struct store *s, const char *bare, const struct account *a, in
         return rc;
     if (account_key(bare, kb, &k) < 0)
         return PT_EINVAL;
-    MDB_txn *txn = store_wtxn(s);
-    if (txn == NULL)
-        return PT_ESTORE;
     unsigned char buf[13 + SASL_HASH_COUNT * (5 + SASL_MAX_SALT + 2 * SASL_MAX_KEY)];
-    MDB_val v = { account_encode(a, buf), buf };
-    int mrc = mdb_put(txn, dbi, &k, &v, replace ? 0 : MDB_NOOVERWRITE);
+    size_t len = account_encode(a, buf);
+    rc = store_put(s, dbi, k.mv_data, k.mv_size, buf, len, replace ? 0 : PT_DB_NOOVERWRITE);
     OPENSSL_cleanse(buf, sizeof buf);
-    if (mrc == MDB_KEYEXIST)
-        return PT_EEXIST;
-    if (mrc != 0) {
-        log_warnx("store: cannot write account %s: %s", bare, mdb_strerror(mrc));
-        return PT_ESTORE;
-    }
-    return 0;
+    if (rc < 0 && rc != PT_EEXIST)
+        log_warnx("store: cannot write account %s: %s", bare, store_last_error(s));
+    return rc == PT_EINVAL ? PT_ESTORE : rc;        /* a key LMDB refuses: as before, a storage error */
 }
 
 int
@@ -802,13 +1320,8 @@ store_account_del(struct store *s, const char *bare)
         return rc;
     if (account_key(bare, kb, &k) < 0)
         return PT_ENOTFOUND;
-    MDB_txn *txn = store_wtxn(s);
-    if (txn == NULL)
-        return PT_ESTORE;
-    int mrc = mdb_del(txn, dbi, &k, NULL);
-    if (mrc == MDB_NOTFOUND)
-        return PT_ENOTFOUND;
-    return mrc == 0 ? 0 : PT_ESTORE;
+    rc = store_del(s, dbi, k.mv_data, k.mv_size);
+    return rc == PT_EINVAL ? PT_ENOTFOUND : rc;
 }
 
 int
@@ -854,4 +1367,77 @@ account_make(struct account *a, const char *password, uint32_t iterations)
         if (sasl_creds_make((enum sasl_hash)h, password, iterations, &a->creds[h]) < 0)
             return PT_EINVAL;
     return 0;
+}
+
+/* ---- deletions -------------------------------------------------------------------
+ * key: as in accounts (domain NUL node); value: version byte (1), then the time
+ * of the deletion (8, big-endian Unix seconds). See schemas/deletions.md. */
+
+#define DELETION_REC_VERSION 1
+
+int
+store_deletion_put(struct store *s, const char *bare)
+{
+    MDB_dbi dbi;
+    char kb[ACCOUNT_KEY_MAX];
+    MDB_val k;
+    int rc = store_dbi(s, "deletions", &dbi);
+    if (rc < 0)
+        return rc;
+    if (account_key(bare, kb, &k) < 0)
+        return PT_EINVAL;
+    unsigned char v[9];
+    v[0] = DELETION_REC_VERSION;
+    pt_be64_put(v + 1, (uint64_t)time(NULL));
+    return store_put(s, dbi, k.mv_data, k.mv_size, v, sizeof v, 0);
+}
+
+int
+store_deletion_del(struct store *s, const char *bare)
+{
+    MDB_dbi dbi;
+    char kb[ACCOUNT_KEY_MAX];
+    MDB_val k;
+    int rc = store_dbi(s, "deletions", &dbi);
+    if (rc < 0)
+        return rc;
+    if (account_key(bare, kb, &k) < 0)
+        return PT_ENOTFOUND;
+    return store_del(s, dbi, k.mv_data, k.mv_size);
+}
+
+struct deletion_walk {
+    int (*fn)(void *, const char *, uint64_t);
+    void *arg;
+};
+
+static int
+deletion_one(void *arg, const struct pt_val *key, const struct pt_val *val)
+{
+    struct deletion_walk *w = arg;
+    const char *k = key->data, *nul = memchr(k, '\0', key->len);
+    char bare[ACCOUNT_KEY_MAX];
+    if (nul == NULL || nul == k || (size_t)(nul - k) + 1 >= key->len || key->len >= sizeof bare)
+        return 0;                       /* not a key of ours: skipped */
+    size_t dlen = (size_t)(nul - k), nlen = key->len - dlen - 1;
+    memcpy(bare, nul + 1, nlen);
+    bare[nlen] = '@';
+    memcpy(bare + nlen + 1, k, dlen);
+    bare[nlen + 1 + dlen] = '\0';
+    const unsigned char *v = val->data;
+    uint64_t when = val->len >= 9 && v[0] == DELETION_REC_VERSION ? pt_be64_get(v + 1) : 0;
+    return w->fn(w->arg, bare, when) ? 1 : 0;
+}
+
+int
+store_deletion_list(struct store *s, int (*fn)(void *, const char *, uint64_t), void *arg)
+{
+    MDB_dbi dbi;
+    int rc = store_dbi(s, "deletions", &dbi);
+    if (rc < 0)
+        return rc;
+    struct deletion_walk w = { fn, arg };
+    struct pt_db_range r = { .flags = PT_DB_FORWARD };
+    rc = store_walk(s, dbi, &r, deletion_one, &w);
+    return rc < 0 ? rc : 0;
 }

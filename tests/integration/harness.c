@@ -404,7 +404,7 @@ srv_start_opts(struct srv *s, const char *users, const struct srv_opts *o)
             "listen \"127.0.0.1:%d\" { type = \"c2s\" tls = \"starttls\" }\n"
             "listen \"127.0.0.1:%d\" { type = \"c2s\" tls = \"direct\" }\n"
             "host \"localhost\" {\n"
-            "    modules = { \"disco\", \"ping\", \"version\" }\n"
+            "    modules = { \"disco\", \"ping\", \"time\", \"uptime\", \"version\" }\n"
             "    ping { interval = %d timeout = %d }\n"
             "}\n"
             "host \"example.test\" {\n"
@@ -1907,4 +1907,63 @@ ctl_run(const char *cwd, const char *conf, const char *stdin_data, char *out, si
     argv[n] = NULL;
     int st = run_capture(path, argv, cwd, stdin_data, out, outlen, 15000);
     return st < 0 ? -1 : WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* ---- a server with a configuration of the test's own (t_services.c) ------------------------ */
+
+int
+srv_start_body(struct srv *s, const char *users, const char *body)
+{
+    memset(s, 0, sizeof *s);
+    s->pid = -1;
+    snprintf(s->builddir, sizeof s->builddir, "%s", builddir());
+    char rel[1200];
+    snprintf(rel, sizeof rel, "%s/src/petreld", s->builddir);
+    if (realpath(rel, s->exe) == NULL)
+        snprintf(s->exe, sizeof s->exe, "%s", rel);
+    if (access(s->exe, X_OK) != 0) {
+        fail_reason("%s is missing (build it: make src/petreld src/petrelctl; or set top_builddir)", s->exe);
+        return -1;
+    }
+    const char *tmp = getenv("TMPDIR");
+    if (tmp == NULL || *tmp == '\0' || strlen(tmp) > 60)
+        tmp = "/tmp";
+    snprintf(s->dir, sizeof s->dir, "%s/pt-itest.XXXXXX", tmp);
+    if (mkdtemp(s->dir) == NULL) {
+        fail_reason("mkdtemp %s: %s", s->dir, strerror(errno));
+        return -1;
+    }
+    snprintf(s->conf, sizeof s->conf, "%s/server.conf", s->dir);
+    snprintf(s->log, sizeof s->log, "%s/petreld.log", s->dir);
+    int ports[2];
+    if (free_ports(ports, 2) < 0) {
+        fail_reason("cannot find free ports");
+        return -1;
+    }
+    s->port_starttls = ports[0];
+    s->port_tls = ports[1];
+    FILE *f = fopen(s->conf, "w");
+    if (f == NULL) {
+        fail_reason("cannot write %s", s->conf);
+        return -1;
+    }
+    fprintf(f,
+            "# written by tests/integration/harness.c (srv_start_body)\n"
+            "data_dir = \"%s\"\n"
+            "log_level = \"debug\"\n"
+            "listen \"127.0.0.1:%d\" { type = \"c2s\" tls = \"starttls\" }\n"
+            "listen \"127.0.0.1:%d\" { type = \"c2s\" tls = \"direct\" }\n"
+            "%s\n",
+            s->dir, s->port_starttls, s->port_tls, body);
+    fclose(f);
+    if (users && *users) {
+        char out[4096];
+        const char *args[] = { "--create-store", "adduser", "--batch", NULL };
+        int rc = srv_ctl(s, users, out, sizeof out, args);
+        if (rc != 0) {
+            fail_reason("petrelctl adduser --batch failed (%d): %s", rc, out);
+            return -1;
+        }
+    }
+    return srv_spawn(s);
 }

@@ -271,4 +271,10 @@ int petreld_run(const struct srv *s, const char *conf, int timeout_ms, char *out
 int ctl_run(const char *cwd, const char *conf, const char *stdin_data, char *out, size_t outlen,
             const char *const *args);
 
+/* ---- a server with a configuration of the test's own (t_services.c) ------------------------ */
+/* Like srv_start_opts, but body (after data_dir, log_level = debug and the two
+ * listeners) is the rest of the configuration: hosts, services, server-wide
+ * modules, limits. 0 or -1 (with fail_reason). */
+int srv_start_body(struct srv *s, const char *users, const char *body);
+
 #endif

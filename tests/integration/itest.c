@@ -49,6 +49,8 @@ static const char USERS[] =
     "c13d@localhost pw-c13d\n"
     "x14@localhost pw-x14\n"
     "h8@localhost pw-h8\n"
+    "tm1@localhost pw-tm1\n"
+    "tm2@localhost pw-tm2\n"
     "carol@example.test pw-carol\n";
 
 /* ---- helpers ------------------------------------------------------------------------------ */

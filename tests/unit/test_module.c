@@ -25,6 +25,7 @@
 #include <event2/event.h>
 #include <ftw.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -209,6 +210,7 @@ teardown(void **state)
         free(srv->hosts[i]);
     }
     free(srv->hosts);
+    modules_fini(srv);                  /* deferred calls left, the wake-up event */
     hash_free(&srv->users, NULL);
     store_close(&srv->store);
     event_base_free(srv->base);
@@ -340,7 +342,7 @@ static struct {
 
 /* test 2 */
 static struct {
-    int calls, ev_calls, stray;
+    int calls, ev_calls, stray, ticks;
     int rc_hook, rc_hook_same, rc_iq, rc_event, rc_timer;
     int rc_ev_hook, rc_ev_event, rc_ev_timer;
     int rc_feature;
@@ -521,7 +523,7 @@ static void
 t2_stray_tick(struct pt_mod *m, void *arg)
 {
     (void)m, (void)arg;
-    t2.stray++;
+    t2.ticks++;
 }
 
 static enum pt_verdict
@@ -579,27 +581,26 @@ test_registration_only_in_init(void **state)
     assert_int_equal(t2.rc_hook_same, PT_EINVAL);
     assert_int_equal(t2.rc_iq, PT_EINVAL);
     assert_int_equal(t2.rc_event, PT_EINVAL);
-    assert_int_equal(t2.rc_timer, PT_EINVAL);
+    assert_int_equal(t2.rc_timer, 0);            /* timers are allowed any time (scheduling) */
 
-    /* nothing was added: no route entry, no event list, no timer */
+    /* nothing was added: no route entry, no event list; the timer is the instance's */
     assert_false(hooks_exist(lh, "message/bare"));
     assert_null(hash_get(lh->hooks, "message/bare"));
     assert_false(hooks_exist(lh, "iq-get/host/urn:test:late:query"));
     assert_null(hash_get(lh->hooks, "iq-get/host/urn:test:late:query"));
     assert_null(lh->events[PT_EV_SESSION_STARTED]);
-    assert_null(m->timers);
-    assert_int_equal(num_timers(), timers);
+    assert_non_null(m->timers);
+    assert_int_equal(num_timers(), timers + 1);
 
     /* from an event handler */
     events_fire(lh, PT_EV_PRESENCE_CHANGED, &r->s, NULL, &r->s.jid);
     assert_int_equal(t2.ev_calls, 1);
     assert_int_equal(t2.rc_ev_hook, PT_EINVAL);
     assert_int_equal(t2.rc_ev_event, PT_EINVAL);
-    assert_int_equal(t2.rc_ev_timer, PT_EINVAL);
+    assert_int_equal(t2.rc_ev_timer, 0);
     assert_false(hooks_exist(lh, "presence/host"));
     assert_null(lh->events[PT_EV_SESSION_ENDED]);
-    assert_null(m->timers);
-    assert_int_equal(num_timers(), timers);
+    assert_int_equal(num_timers(), timers + 2);
 
     /* and nothing of it runs */
     route(&j->s, stz("<message type='chat' id='l2' from='juliet@localhost/balcony' to='localhost'/>"));
@@ -613,8 +614,15 @@ test_registration_only_in_init(void **state)
     assert_error(j, 0, "iq", "l4", "localhost", "juliet@localhost/balcony", "cancel", "service-unavailable");
     route(&j->s, stz("<presence from='juliet@localhost/balcony' to='localhost'/>"));
     session_started(&r->s);
-    assert_int_equal(event_base_loop(F->srv.base, EVLOOP_NONBLOCK), 1);   /* no events at all */
     assert_int_equal(t2.stray, 0);
+
+    /* the two late timers run, and the unload stops them */
+    for (int i = 0; i < 100 && t2.ticks < 2; i++)
+        event_base_loop(F->srv.base, EVLOOP_ONCE);
+    assert_true(t2.ticks >= 2);
+    modules_unload(lh);
+    assert_int_equal(num_timers(), timers);
+    assert_int_equal(event_base_loop(F->srv.base, EVLOOP_NONBLOCK), 1);   /* no events at all */
 }
 
 /* pt_add_feature() is listed under "registration: only inside init()" in
@@ -1076,8 +1084,12 @@ test_session_events(void **state)
     assert_int_equal(t5.started, 1);
     assert_int_equal(t5.ended, 0);
 
-    /* ended: once, with the session's data still there */
+    /* ended: once, at the end of the turn (not inside the unregistering
+     * call: a handler must not re-enter a fan-out), with the session's data
+     * still there */
     session_unregister(&r->s);
+    assert_int_equal(t5.ended, 0);
+    session_reap_all(&F->srv);          /* the end of the turn: fires what is due */
     assert_int_equal(t5.ended, 1);
     assert_ptr_equal(t5.ended_s, &r->s);
     assert_null(t5.ended_st);
@@ -1086,6 +1098,7 @@ test_session_events(void **state)
     assert_int_equal(t5.ended_magic, T5_MAGIC);
     assert_int_equal(t5.ended_registered, 0);   /* deliveries have already stopped */
     session_unregister(&r->s);
+    session_reap_all(&F->srv);
     assert_int_equal(t5.ended, 1);
     session_started(&r->s);                     /* no longer registered: nothing */
     assert_int_equal(t5.started, 1);
@@ -1463,6 +1476,316 @@ test_unhandled_iq_defaults(void **state)
     assert_int_equal(total_got(), 4);
 }
 
+
+/* ---- 11. scheduling: one-shot timers, cancel, pt_defer ----------------------------------------- */
+
+static const struct pt_module mod_sched = { PT_MODULE_API, "sched", 0, NULL, NULL, NULL, NULL };
+static const struct pt_module mod_sched2 = { PT_MODULE_API, "sched2", 0, NULL, NULL, NULL, NULL };
+
+static struct {
+    int fired[8];
+    struct pt_mod *mod[8];
+    struct pt_timer *handle[8];     /* the modules' copies of their handles */
+    int self_cancel;
+    char log[2100];                 /* 'D' a deferred call, 'R' a read, '|' the end of a turn */
+    size_t nlog;
+    int chain_left, write_at;
+    int fd_w;
+    int order[8], norder;
+} t11;
+
+static void
+t11_fire(struct pt_mod *m, void *arg)
+{
+    int i = (int)(intptr_t)arg;
+    t11.fired[i]++;
+    t11.mod[i] = m;
+    if (t11.self_cancel == i)
+        pt_timer_cancel(m, &t11.handle[i]);     /* from inside its own fn: allowed, a no-op */
+    t11.handle[i] = NULL;                       /* done: the handle is no longer valid */
+}
+
+/* Run loop turns (as server_run does: one EVLOOP_ONCE, then the end of the
+ * turn) until cond holds or limit_ms passes. */
+static void
+turns_until(int (*cond)(void), unsigned limit_ms)
+{
+    uint64_t end = pt_now_ms() + limit_ms;
+    while (!cond() && pt_now_ms() < end) {
+        event_base_loop(F->srv.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+        module_run_deferred(&F->srv);
+        usleep(1000);
+    }
+}
+
+static int t11_all3(void) { return t11.fired[0] && t11.fired[1] && t11.fired[2]; }
+
+static void
+test_timer_once_fires_once(void **state)
+{
+    (void)state;
+    memset(&t11, 0, sizeof t11);
+    t11.self_cancel = -1;
+    struct host *lh = H("localhost");
+    size_t timers = num_timers();
+    assert_int_equal(module_attach(lh, &mod_sched), 0);
+    struct pt_mod *m = lh->mods[0];
+
+    /* outside init(): 0 ms (the next turn), 5 ms, 20 ms */
+    t11.handle[0] = pt_timer_once(m, 0, t11_fire, (void *)(intptr_t)0);
+    t11.handle[1] = pt_timer_once(m, 5, t11_fire, (void *)(intptr_t)1);
+    t11.handle[2] = pt_timer_once(m, 20, t11_fire, (void *)(intptr_t)2);
+    assert_non_null(t11.handle[0]);
+    assert_non_null(t11.handle[1]);
+    assert_non_null(t11.handle[2]);
+    assert_null(pt_timer_once(m, 5, NULL, NULL));
+    assert_int_equal(num_timers(), timers + 3);
+    assert_int_equal(t11.fired[0], 0);          /* never inside the call */
+    turns_until(t11_all3, 2000);
+    assert_int_equal(t11.fired[0], 1);
+    assert_int_equal(t11.fired[1], 1);
+    assert_int_equal(t11.fired[2], 1);
+    assert_ptr_equal(t11.mod[1], m);
+    /* once: gone from the loop and from the instance */
+    assert_null(m->timers);
+    assert_int_equal(num_timers(), timers);
+    for (int i = 0; i < 30; i++) {
+        event_base_loop(F->srv.base, EVLOOP_NONBLOCK);
+        usleep(1000);
+    }
+    assert_int_equal(t11.fired[1], 1);
+    assert_int_equal(t11.fired[2], 1);
+}
+
+static int t11_two(void) { return t11.fired[1] && t11.fired[3]; }
+
+static void
+test_timer_cancel(void **state)
+{
+    (void)state;
+    memset(&t11, 0, sizeof t11);
+    struct host *lh = H("localhost");
+    size_t timers = num_timers();
+    assert_int_equal(module_attach(lh, &mod_sched), 0);
+    assert_int_equal(module_attach(lh, &mod_sched2), 0);
+    struct pt_mod *m = lh->mods[0], *m2 = lh->mods[1];
+
+    t11.handle[0] = pt_timer_once(m, 5, t11_fire, (void *)(intptr_t)0);
+    t11.handle[1] = pt_timer_once(m, 10, t11_fire, (void *)(intptr_t)1);
+    t11.handle[2] = pt_timer_once(m, 0, t11_fire, (void *)(intptr_t)2);
+    t11.handle[3] = pt_timer_once(m, 10, t11_fire, (void *)(intptr_t)3);
+    t11.self_cancel = 1;                        /* timer 1 cancels itself when it fires */
+    assert_int_equal(num_timers(), timers + 4);
+
+    /* cancelled before it fires: never runs, the handle is cleared, the event is gone */
+    pt_timer_cancel(m, &t11.handle[0]);
+    assert_null(t11.handle[0]);
+    pt_timer_cancel(m, &t11.handle[2]);
+    assert_null(t11.handle[2]);
+    assert_int_equal(num_timers(), timers + 2);
+    pt_timer_cancel(m, &t11.handle[0]);         /* NULL: a no-op */
+    pt_timer_cancel(m, NULL);
+    /* another instance's timer is not its to cancel: refused, the timer goes on */
+    struct pt_timer *copy = t11.handle[3];
+    pt_timer_cancel(m2, &copy);
+    assert_null(copy);
+    assert_int_equal(num_timers(), timers + 2);
+
+    turns_until(t11_two, 2000);
+    assert_int_equal(t11.fired[0], 0);
+    assert_int_equal(t11.fired[2], 0);
+    assert_int_equal(t11.fired[1], 1);          /* its self-cancel did no harm (ASan) */
+    assert_int_equal(t11.fired[3], 1);
+    assert_null(m->timers);
+    assert_int_equal(num_timers(), timers);
+}
+
+static void
+t11_tick(struct pt_mod *m, void *arg)
+{
+    (void)m;
+    t11.fired[(int)(intptr_t)arg]++;
+}
+
+static void
+test_timers_outside_init_undone_on_unload(void **state)
+{
+    (void)state;
+    memset(&t11, 0, sizeof t11);
+    t11.self_cancel = -1;
+    struct host *lh = H("localhost"), *ex = H("example.org");
+    size_t timers = num_timers();
+    assert_int_equal(module_attach(lh, &mod_sched), 0);
+    assert_int_equal(module_attach(ex, &mod_sched), 0);
+    struct pt_mod *m = lh->mods[0], *mx = ex->mods[0];
+    /* made after init: periodic and one-shot, on both instances */
+    assert_int_equal(pt_timer(m, 1, t11_tick, (void *)(intptr_t)4), 0);
+    assert_int_equal(pt_timer(m, 0, t11_tick, NULL), PT_EINVAL);
+    assert_non_null(pt_timer_once(m, 30, t11_fire, (void *)(intptr_t)0));
+    assert_non_null(pt_timer_once(m, 0, t11_fire, (void *)(intptr_t)1));
+    assert_int_equal(pt_timer(mx, 1, t11_tick, (void *)(intptr_t)5), 0);
+    assert_int_equal(num_timers(), timers + 4);
+    /* a deferred call too */
+    assert_int_equal(pt_defer(m, t11_fire, (void *)(intptr_t)2), 0);
+
+    /* unload localhost's instance before anything ran: nothing of it ever runs */
+    modules_unload(lh);
+    for (int i = 0; i < 60; i++) {
+        event_base_loop(F->srv.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+        module_run_deferred(&F->srv);
+        usleep(1000);
+    }
+    assert_int_equal(num_timers(), timers + 1);     /* example.org's periodic timer only */
+    assert_null(F->srv.defer_head);
+    assert_int_equal(t11.fired[0] + t11.fired[1] + t11.fired[2] + t11.fired[4], 0);
+    assert_true(t11.fired[5] > 3);              /* the other instance's periodic timer runs */
+    modules_unload(ex);
+    assert_int_equal(num_timers(), timers);
+    int before = t11.fired[5];
+    for (int i = 0; i < 10; i++) {
+        event_base_loop(F->srv.base, EVLOOP_NONBLOCK);
+        usleep(1000);
+    }
+    assert_int_equal(t11.fired[5], before);
+}
+
+static void
+t11_order(struct pt_mod *m, void *arg)
+{
+    int i = (int)(intptr_t)arg;
+    if (t11.norder < 8)
+        t11.order[t11.norder++] = i;
+    /* queued while deferred calls run: next turn, not this one */
+    if (i == 1)
+        assert_int_equal(pt_defer(m, t11_order, (void *)(intptr_t)9), 0);
+}
+
+static void
+test_defer_order(void **state)
+{
+    (void)state;
+    memset(&t11, 0, sizeof t11);
+    struct host *lh = H("localhost");
+    assert_int_equal(module_attach(lh, &mod_sched), 0);
+    assert_int_equal(module_attach(lh, &mod_sched2), 0);
+    struct pt_mod *m = lh->mods[0], *m2 = lh->mods[1];
+    assert_int_equal(pt_defer(m, NULL, NULL), PT_EINVAL);
+    assert_int_equal(pt_defer(m, t11_order, (void *)(intptr_t)1), 0);
+    assert_int_equal(pt_defer(m2, t11_order, (void *)(intptr_t)2), 0);
+    assert_int_equal(pt_defer(m, t11_order, (void *)(intptr_t)3), 0);
+    assert_int_equal(t11.norder, 0);            /* never inside the call */
+
+    /* the end of the turn runs them in order; 9, queued by 1, waits */
+    module_run_deferred(&F->srv);
+    assert_int_equal(t11.norder, 3);
+    assert_int_equal(t11.order[0], 1);
+    assert_int_equal(t11.order[1], 2);
+    assert_int_equal(t11.order[2], 3);
+    /* and the next turn does not sleep while it waits: EVLOOP_ONCE returns at once */
+    uint64_t t0 = pt_now_ms();
+    assert_int_equal(event_base_loop(F->srv.base, EVLOOP_ONCE), 0);
+    assert_true(pt_now_ms() - t0 < 1000);
+    module_run_deferred(&F->srv);
+    assert_int_equal(t11.norder, 4);
+    assert_int_equal(t11.order[3], 9);
+    module_run_deferred(&F->srv);
+    assert_int_equal(t11.norder, 4);
+
+    /* the calls of an instance that goes are dropped, the others' run */
+    assert_int_equal(pt_defer(m2, t11_order, (void *)(intptr_t)5), 0);
+    assert_int_equal(pt_defer(m, t11_order, (void *)(intptr_t)6), 0);
+    assert_int_equal(pt_defer(m2, t11_order, (void *)(intptr_t)7), 0);
+    modules_unload(lh);                         /* both: 6 and 5, 7 never run */
+    module_run_deferred(&F->srv);
+    assert_int_equal(t11.norder, 4);
+    assert_null(F->srv.defer_head);
+}
+
+static void
+t11_read(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what, (void)arg;
+    char b[16];
+    while (read(fd, b, sizeof b) > 0)
+        if (t11.nlog < sizeof t11.log - 1)
+            t11.log[t11.nlog++] = 'R';
+}
+
+/* a big job in slices: one slice per turn, re-deferring itself */
+static void
+t11_slice(struct pt_mod *m, void *arg)
+{
+    (void)arg;
+    if (t11.nlog < sizeof t11.log - 1)
+        t11.log[t11.nlog++] = 'D';
+    if (--t11.chain_left == t11.write_at)
+        assert_int_equal(write(t11.fd_w, "x", 1), 1);   /* I/O becomes ready mid-job */
+    if (t11.chain_left > 0)
+        assert_int_equal(pt_defer(m, t11_slice, NULL), 0);
+}
+
+static void
+t11_guard(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    *(int *)arg = 1;
+}
+
+static void
+test_defer_slices_do_not_block_io(void **state)
+{
+    (void)state;
+    memset(&t11, 0, sizeof t11);
+    struct host *lh = H("localhost");
+    assert_int_equal(module_attach(lh, &mod_sched), 0);
+    struct pt_mod *m = lh->mods[0];
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+    t11.fd_w = sv[1];
+    struct event *rd = event_new(F->srv.base, sv[0], EV_READ | EV_PERSIST, t11_read, NULL);
+    assert_non_null(rd);
+    assert_int_equal(event_add(rd, NULL), 0);
+    /* if a turn ever slept with calls waiting, this guard would end the run */
+    int guard_fired = 0;
+    struct event *guard = evtimer_new(F->srv.base, t11_guard, &guard_fired);
+    struct timeval gtv = { 5, 0 };
+    assert_int_equal(evtimer_add(guard, &gtv), 0);
+
+    t11.chain_left = 1000;
+    t11.write_at = 500;
+    assert_int_equal(write(sv[1], "x", 1), 1);  /* ready before the first turn */
+    assert_int_equal(pt_defer(m, t11_slice, NULL), 0);
+    int turns = 0;
+    while (t11.chain_left > 0 && !guard_fired && turns < 5000) {
+        /* one turn, exactly as server_run: I/O and timers, then the end of the turn */
+        assert_int_equal(event_base_loop(F->srv.base, EVLOOP_ONCE), 0);
+        module_run_deferred(&F->srv);
+        if (t11.nlog < sizeof t11.log - 1)
+            t11.log[t11.nlog++] = '|';
+        turns++;
+    }
+    assert_false(guard_fired);
+    assert_int_equal(t11.chain_left, 0);
+    assert_int_equal(turns, 1000);              /* one slice per turn, none lost */
+    t11.log[t11.nlog] = '\0';
+    /* the first turn: the ready read first, then the first slice */
+    assert_memory_equal(t11.log, "RD|D|", 5);
+    /* the byte written by slice 500 is read in the very next turn, before slice 501 */
+    size_t d = 0, i = 0;
+    for (; i < t11.nlog && d < 500; i++)
+        d += t11.log[i] == 'D';
+    if (strncmp(t11.log + i, "|RD|", 4) != 0)
+        fail_msg("after slice 500: \"%.12s\"", t11.log + i);
+    int reads = 0;
+    for (i = 0; i < t11.nlog; i++)
+        reads += t11.log[i] == 'R';
+    assert_int_equal(reads, 2);
+    event_free(rd);
+    event_free(guard);
+    close(sv[0]);
+    close(sv[1]);
+}
+
 int
 main(void)
 {
@@ -1481,6 +1804,11 @@ main(void)
         T(test_host_features),
         T(test_reply_result_and_error),
         T(test_unhandled_iq_defaults),
+        T(test_timer_once_fires_once),
+        T(test_timer_cancel),
+        T(test_timers_outside_init_undone_on_unload),
+        T(test_defer_order),
+        T(test_defer_slices_do_not_block_io),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -156,21 +156,55 @@ raw_set_version(const char *dir, long ver)
 /* ---- schema ------------------------------------------------------------------- */
 
 static void
-test_fresh_store_is_version_1(void **state)
+test_fresh_store_is_version_2(void **state)
 {
     struct fx *f = *state;
     open_store(f);
     assert_non_null(store_env(f->s));
     store_close(&f->s);
     assert_null(f->s);
-    assert_int_equal(STORE_SCHEMA_VERSION, 1);
-    assert_int_equal(raw_version(f->dir), 1);
+    assert_int_equal(STORE_SCHEMA_VERSION, 2);
+    assert_int_equal(raw_version(f->dir), 2);
     assert_true(raw_has_db(f->dir, "accounts"));
+    assert_true(raw_has_db(f->dir, "seq"));
+    assert_true(raw_has_db(f->dir, "deletions"));
 
     /* reopen: same version, nothing redone */
     open_store(f);
     store_close(&f->s);
-    assert_int_equal(raw_version(f->dir), 1);
+    assert_int_equal(raw_version(f->dir), 2);
+}
+
+/* A version-1 store (accounts only) gets the module store's counters and the
+ * deletion records; its accounts stay. */
+static void
+test_version_1_migrated_to_2(void **state)
+{
+    struct fx *f = *state;
+    raw_set_version(f->dir, 1);
+    MDB_env *env = raw_env(f->dir, 0);
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "accounts", MDB_CREATE, &dbi), 0);
+    MDB_val k = { 15, "localhost\0romeo" }, v = { 3, "old" };
+    assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    assert_false(raw_has_db(f->dir, "seq"));
+    assert_false(raw_has_db(f->dir, "deletions"));
+    open_store(f);
+    store_close(&f->s);
+    assert_int_equal(raw_version(f->dir), 2);
+    assert_true(raw_has_db(f->dir, "seq"));
+    assert_true(raw_has_db(f->dir, "deletions"));
+    env = raw_env(f->dir, MDB_RDONLY);
+    assert_int_equal(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "accounts", 0, &dbi), 0);
+    assert_int_equal(mdb_get(txn, dbi, &k, &v), 0);
+    assert_int_equal(v.mv_size, 3);
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
 }
 
 static void
@@ -198,7 +232,7 @@ test_version_0_meta_without_key_migrated(void **state)
     assert_false(raw_has_db(f->dir, "accounts"));
     open_store(f);
     store_close(&f->s);
-    assert_int_equal(raw_version(f->dir), 1);
+    assert_int_equal(raw_version(f->dir), STORE_SCHEMA_VERSION);
     assert_true(raw_has_db(f->dir, "accounts"));
 }
 
@@ -210,7 +244,7 @@ test_version_0_explicit_migrated(void **state)
     assert_int_equal(raw_version(f->dir), 0);
     open_store(f);
     store_close(&f->s);
-    assert_int_equal(raw_version(f->dir), 1);
+    assert_int_equal(raw_version(f->dir), STORE_SCHEMA_VERSION);
     assert_true(raw_has_db(f->dir, "accounts"));
 }
 
@@ -229,7 +263,7 @@ test_version_0_no_meta_migrated(void **state)
 
     open_store(f);
     store_close(&f->s);
-    assert_int_equal(raw_version(f->dir), 1);
+    assert_int_equal(raw_version(f->dir), STORE_SCHEMA_VERSION);
     assert_true(raw_has_db(f->dir, "accounts"));
 }
 
@@ -769,6 +803,214 @@ test_secret_persists(void **state)
     assert_memory_equal(a, b, 32);
 }
 
+/* ---- no write txn outlives its turn (the restart-lock bug) -------------------------- */
+
+/* In another process (petrelctl): 1 if it could write at once, 0 if it waited
+ * 3 s for the write lock and was killed. */
+static int
+other_can_write(const char *dir, const char *bare)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        alarm(3);
+        struct store *s = NULL;
+        char err[512];
+        struct account a;
+        memset(&a, 0, sizeof a);
+        int code = store_open_existing(&s, dir, MAP_SIZE, err, sizeof err) == 0 &&
+                   store_account_put(s, bare, &a, 1) == 0 && store_commit(s) == 0 ? 0 : 2;
+        store_close(&s);
+        _exit(code);
+    }
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    if (WIFSIGNALED(st))
+        return 0;
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    return 1;
+}
+
+/* A restart on an existing store: the secret is there, so reading it opens no
+ * write txn, and petrelctl writes at once instead of waiting for the loop's
+ * first event (8.5 s with modules = { "disco" }). */
+static void
+test_secret_on_existing_store_opens_no_write_txn(void **state)
+{
+    struct fx *f = *state;
+    uint8_t a[32], b[32];
+    open_store(f);
+    assert_int_equal(store_secret(f->s, "sasl_unknown_user_secret", a), 0);
+    assert_false(store_pending(f->s));            /* made and committed at once */
+    store_close(&f->s);
+    open_store(f);
+    assert_int_equal(store_secret(f->s, "sasl_unknown_user_secret", b), 0);
+    assert_memory_equal(a, b, 32);
+    assert_false(store_pending(f->s));
+    assert_int_equal(other_can_write(f->dir, "ctl@localhost"), 1);
+    struct account acc;
+    assert_int_equal(store_account_get(f->s, "ctl@localhost", &acc), 0);
+}
+
+struct writer {
+    struct store *s;
+    int runs, ok, max;          /* write and register again until runs == max */
+};
+
+static void
+writing_cb(void *arg, int ok)
+{
+    struct writer *w = arg;
+    w->runs++;
+    w->ok &= ok;
+    char key[32];
+    int n = snprintf(key, sizeof key, "w%03d", w->runs);
+    MDB_dbi meta;
+    assert_int_equal(store_dbi(w->s, "meta", &meta), 0);
+    if (w->runs < w->max) {
+        assert_int_equal(store_put(w->s, meta, key, (size_t)n, "x", 1, 0), 0);
+        assert_int_equal(store_on_commit(w->s, writing_cb, w), 0);
+    }
+}
+
+/* Commit callbacks that write (and wait for that commit too) are committed in
+ * the same end of turn: no write txn is left for the next event. */
+static void
+test_commit_callbacks_that_write(void **state)
+{
+    struct fx *f = *state;
+    open_store(f);
+    struct writer w = { f->s, 0, 1, 3 };
+    struct account a;
+    memset(&a, 0, sizeof a);
+    assert_int_equal(store_account_put(f->s, "first@localhost", &a, 0), 0);
+    assert_int_equal(store_on_commit(f->s, writing_cb, &w), 0);
+    assert_int_equal(store_end_turn(f->s), 0);
+    assert_int_equal(w.runs, 3);
+    assert_int_equal(w.ok, 1);
+    assert_false(store_pending(f->s));
+    assert_int_equal(other_can_write(f->dir, "ctl@localhost"), 1);
+    MDB_dbi meta;
+    struct pt_val v;
+    assert_int_equal(store_dbi(f->s, "meta", &meta), 0);
+    assert_int_equal(store_get(f->s, meta, "w002", 4, &v), 0);
+    store_end_turn(f->s);
+
+    /* callbacks that never stop: after a bounded number of rounds what they
+     * wrote is committed and the rest waits for the next turn */
+    struct writer endless = { f->s, 0, 1, 40 };
+    assert_int_equal(store_on_commit(f->s, writing_cb, &endless), 0);
+    assert_int_equal(store_end_turn(f->s), 0);
+    assert_true(endless.runs > 1 && endless.runs < 40);
+    assert_false(store_pending(f->s));
+    int after_one = endless.runs;
+    for (int turn = 0; turn < 10 && endless.runs < 40; turn++)
+        assert_int_equal(store_end_turn(f->s), 0);
+    assert_int_equal(endless.runs, 40);
+    assert_true(after_one < 40);
+    assert_int_equal(endless.ok, 1);
+}
+
+/* An operation is all or nothing, and a failed one leaves the turn's txn
+ * good: the rest of the turn commits. */
+static void
+test_operations_all_or_nothing(void **state)
+{
+    struct fx *f = *state;
+    open_store(f);
+    MDB_dbi dbi;
+    struct pt_val v;
+    assert_int_equal(store_dbi(f->s, "test_ops", &dbi), 0);
+    assert_int_equal(store_put(f->s, dbi, "a", 1, "1", 1, 0), 0);
+    /* an outer operation with a good write and a failing one inside */
+    MDB_txn *op;
+    assert_int_equal(store_op_begin(f->s, &op), 0);
+    assert_int_equal(store_put(f->s, dbi, "b", 1, "2", 1, 0), 0);
+    assert_int_equal(store_get(f->s, dbi, "b", 1, &v), 0);          /* seen inside it */
+    assert_int_equal(store_put(f->s, dbi, "a", 1, "x", 1, PT_DB_NOOVERWRITE), PT_EEXIST);
+    assert_int_equal(store_commit(f->s), PT_ESTORE);                /* refused inside an operation */
+    assert_int_equal(store_op_end(f->s, op, PT_EEXIST), PT_EEXIST);
+    assert_int_equal(store_get(f->s, dbi, "b", 1, &v), PT_ENOTFOUND);
+    /* ended out of order: refused */
+    assert_int_equal(store_op_end(f->s, op, 0), PT_ESTORE);
+    /* a write LMDB refuses (a key too long for it) */
+    char big[600];
+    memset(big, 'k', sizeof big);
+    assert_int_equal(store_put(f->s, dbi, big, sizeof big, "v", 1, 0), PT_EINVAL);
+    assert_int_equal(store_put(f->s, dbi, "c", 1, "3", 1, 0), 0);
+    assert_int_equal(store_end_turn(f->s), 0);
+    store_close(&f->s);
+    open_store(f);
+    assert_int_equal(store_dbi(f->s, "test_ops", &dbi), 0);
+    assert_int_equal(store_get(f->s, dbi, "a", 1, &v), 0);
+    assert_memory_equal(v.data, "1", 1);
+    assert_int_equal(store_get(f->s, dbi, "b", 1, &v), PT_ENOTFOUND);
+    assert_int_equal(store_get(f->s, dbi, "c", 1, &v), 0);
+    /* del_prefix and the counters */
+    uint64_t n;
+    assert_int_equal(store_seq_next(f->s, "q", 1, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(store_seq_next(f->s, "q", 1, &n), 0);
+    assert_int_equal(n, 2);
+    size_t gone;
+    assert_int_equal(store_del_prefix(f->s, dbi, "a", 1, &gone), 0);
+    assert_int_equal(gone, 1);
+    assert_int_equal(store_end_turn(f->s), 0);
+}
+
+/* A database opened while the turn's read view is live (a module's second
+ * pt_db_open after its first read the store) is readable at once: the view
+ * starts again (a read txn older than the handle would say EINVAL). */
+static void
+test_view_sees_new_database(void **state)
+{
+    struct fx *f = *state;
+    open_store(f);
+    MDB_dbi meta, dbi;
+    struct pt_val v;
+    assert_int_equal(store_dbi(f->s, "meta", &meta), 0);
+    assert_int_equal(store_get(f->s, meta, "nothing", 7, &v), PT_ENOTFOUND);   /* the view is live */
+    assert_false(store_pending(f->s));
+    assert_int_equal(store_dbi(f->s, "late_db", &dbi), 0);
+    assert_int_equal(store_get(f->s, dbi, "k", 1, &v), PT_ENOTFOUND);
+    struct pt_db_range all = { .limit = 1 };
+    assert_int_equal(store_walk(f->s, dbi, &all, NULL, NULL), PT_EINVAL);     /* no callback */
+    assert_false(store_pending(f->s));
+    assert_int_equal(store_end_turn(f->s), 0);
+}
+
+/* The deletion records: put, list (as bare JIDs, with a time), del. */
+static int
+list_del(void *arg, const char *bare, uint64_t when)
+{
+    char *buf = arg;
+    size_t n = strlen(buf);
+    snprintf(buf + n, 256 - n, "%s%s", n ? " " : "", bare);
+    assert_true(when > 1700000000u);
+    return 0;
+}
+
+static void
+test_deletion_records(void **state)
+{
+    struct fx *f = *state;
+    open_store(f);
+    char got[256] = "";
+    assert_int_equal(store_deletion_put(f->s, "romeo@localhost"), 0);
+    assert_int_equal(store_deletion_put(f->s, "alice@example.org"), 0);
+    assert_int_equal(store_deletion_put(f->s, "not a jid"), PT_EINVAL);
+    assert_int_equal(store_end_turn(f->s), 0);
+    assert_int_equal(store_deletion_list(f->s, list_del, got), 0);
+    assert_string_equal(got, "alice@example.org romeo@localhost");    /* domain first */
+    assert_int_equal(store_deletion_del(f->s, "romeo@localhost"), 0);
+    assert_int_equal(store_deletion_del(f->s, "romeo@localhost"), PT_ENOTFOUND);
+    got[0] = '\0';
+    assert_int_equal(store_deletion_list(f->s, list_del, got), 0);
+    assert_string_equal(got, "alice@example.org");
+}
+
 /* ---- a damaged store is refused, and left as it is ------------------------------------
  * LMDB maps data.mdb: a page past the end of a cut file is SIGBUS in whoever
  * reads it first, and an empty file is taken for a new store and overwritten. */
@@ -1011,7 +1253,7 @@ test_short_but_whole_file_opens(void **state)
         skip();                 /* this LMDB writes every page: nothing to tell apart */
     open_store(f);
     store_close(&f->s);
-    assert_int_equal(raw_version(f->dir), 1);
+    assert_int_equal(raw_version(f->dir), STORE_SCHEMA_VERSION);
 }
 
 /* A zeroed page in the middle of the accounts (a lost write): LMDB's assertion
@@ -1107,7 +1349,8 @@ main(void)
     log_set_level(LOG_LVL_ERROR);
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
     const struct CMUnitTest tests[] = {
-        T(test_fresh_store_is_version_1),
+        T(test_fresh_store_is_version_2),
+        T(test_version_1_migrated_to_2),
         T(test_newer_version_refused),
         T(test_version_0_meta_without_key_migrated),
         T(test_version_0_explicit_migrated),
@@ -1126,6 +1369,11 @@ main(void)
         T(test_dbi_open_keeps_turn_txn),
         T(test_other_process_writes),
         T(test_secret_persists),
+        T(test_secret_on_existing_store_opens_no_write_txn),
+        T(test_commit_callbacks_that_write),
+        T(test_operations_all_or_nothing),
+        T(test_deletion_records),
+        T(test_view_sees_new_database),
         T(test_damaged_truncated_half),
         T(test_damaged_truncated_8k),
         T(test_damaged_empty_file),
