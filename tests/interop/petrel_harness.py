@@ -47,7 +47,7 @@ class Server:
         with open(self.conf, "w") as f:
             f.write(f'data_dir = "{self.tmp}/var"\nlog_level = "debug"\n'
                     f'listen "127.0.0.1:{self.port}" {{ type = "c2s" tls = "starttls" }}\n'
-                    'host "localhost" { modules = { "disco", "ping", "version" } }\n')
+                    'host "localhost" { modules = { "disco", "ping", "version", "time", "uptime" } }\n')
         # before the server's first start: the store does not exist yet
         self.users_out = subprocess.run([PETRELCTL, "-c", self.conf, "--create-store", "adduser", "--batch"],
                                         input=users,
