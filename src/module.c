@@ -163,12 +163,92 @@ hook_add_on(struct host *t, void *arg)
     return list_add(l, a->hook);
 }
 
+/* ---- route names -----------------------------------------------------------------
+ * Every route the core fires (router.c, c2s.c, stream.c, sessions.c). A hook
+ * on anything else would never run, so pt_hook refuses it, naming it:
+ *   pre-message | pre-presence | pre-iq                     (c2s, before routing)
+ *   message|presence / host|bare|full, iq/full              (router, by address form)
+ *   iq-get|iq-set / host|bare|full [/ NS:NAME]              (router, by payload)
+ *   iq-result|iq-error / host|bare|full                     (answers carry no key)
+ *   message/offline (user hosts), route/remote              (router: to other servers)
+ *   session-out, session-lost                               (sessions, c2s)
+ *   stream-features-preauth, stream-features                (stream engine)
+ *   preauth-iq|preauth-element|authed-element|c2s-element / NS:NAME
+ * On a service domain (no accounts, no logins) only the router's address
+ * forms and pre- routes fire; a server-wide instance hooks user hosts and
+ * services alike, so its routes are checked against the grammar only. */
+
+/* "NS:NAME" with a non-empty name after the last ':' (NS may hold ':') */
+static int
+qname_ok(const char *s)
+{
+    const char *c = strrchr(s, ':');
+    return c && c[1] != '\0' && strchr(c + 1, '/') == NULL;
+}
+
+static int
+target_ok(const char *s, size_t n)
+{
+    return (n == 4 && strncmp(s, "host", 4) == 0) || (n == 4 && strncmp(s, "bare", 4) == 0) ||
+           (n == 4 && strncmp(s, "full", 4) == 0);
+}
+
+/* 1 if the core fires `route` on a host of this kind */
+static int
+route_fires(const char *route, int service)
+{
+    static const char *const fixed[] = { "pre-message", "pre-presence", "pre-iq", "iq/full", "route/remote", NULL };
+    static const char *const user_only[] = { "message/offline", "session-out", "session-lost",
+                                             "stream-features-preauth", "stream-features", NULL };
+    for (size_t i = 0; fixed[i]; i++)
+        if (strcmp(route, fixed[i]) == 0)
+            return 1;
+    for (size_t i = 0; user_only[i]; i++)
+        if (strcmp(route, user_only[i]) == 0)
+            return !service;
+    static const char *const keyed[] = { "preauth-iq/", "preauth-element/", "authed-element/", "c2s-element/", NULL };
+    for (size_t i = 0; keyed[i]; i++) {
+        size_t n = strlen(keyed[i]);
+        if (strncmp(route, keyed[i], n) == 0)
+            return !service && qname_ok(route + n);
+    }
+    const char *slash = strchr(route, '/');
+    if (slash == NULL)
+        return 0;
+    size_t kind = (size_t)(slash - route);
+    const char *target = slash + 1;
+    const char *rest = strchr(target, '/');
+    size_t tn = rest ? (size_t)(rest - target) : strlen(target);
+    if (!target_ok(target, tn))
+        return 0;
+    if ((kind == 7 && strncmp(route, "message", 7) == 0) || (kind == 8 && strncmp(route, "presence", 8) == 0))
+        return rest == NULL;
+    if ((kind == 6 && (strncmp(route, "iq-get", 6) == 0 || strncmp(route, "iq-set", 6) == 0)))
+        return rest == NULL || qname_ok(rest + 1);
+    if ((kind == 9 && strncmp(route, "iq-result", 9) == 0) || (kind == 8 && strncmp(route, "iq-error", 8) == 0))
+        return rest == NULL;
+    return 0;
+}
+
+int
+module_route_fires(const char *route, int service)
+{
+    return route && route_fires(route, service);
+}
+
 int
 pt_hook(struct pt_mod *m, const char *route, pt_stanza_fn fn, int prio)
 {
     int rc = check_init(m, "pt_hook");
     if (rc < 0)
         return rc;
+    if (!module_route_fires(route, m->host->kind == HOST_SERVICE)) {
+        char w[300];
+        log_warnx("module %s on %s: hook on route \"%s\" refused: nothing fires it%s", m->def->name,
+                  where(m->host, w, sizeof w), route ? route : "(null)",
+                  m->host->kind == HOST_SERVICE ? " on a service domain" : "");
+        return PT_EINVAL;
+    }
     /* a server-wide instance hooks every host and service; a partial failure
      * fails init(), and the unload removes what was added */
     struct hook_add a = { .route = route, .hook = { .prio = prio, .mod = m } };

@@ -47,6 +47,8 @@ void modules_fini(struct server *srv);
 /* Run the hooks of a route on host h, highest priority first, until one handles. */
 enum pt_verdict hooks_run(struct host *h, const char *route, struct pt_session *s, struct pt_stanza *st);
 int  hooks_exist(struct host *h, const char *route);
+/* 1 if the core fires route on a host (service: on a service domain); pt_hook refuses the rest */
+int  module_route_fires(const char *route, int service);
 void events_fire(struct host *h, enum pt_event_kind kind, struct pt_session *s,
                  const struct pt_stanza *st, const struct jid *jid);
 

@@ -198,8 +198,47 @@ out:
     return ok;
 }
 
+/* A client stream to a service domain is refused with <host-unknown/> (no
+ * accounts, no logins there), on both ports; the user host beside it still
+ * takes logins. */
+static int
+t_services_no_logins(void)
+{
+    struct srv s;
+    struct raw r = { 0 };
+    struct sc a;
+    int ok = 0, started = 0, open = 0;
+    CHECK(srv_start_body(&s, SV_USERS, SV_BODY) == 0, "server: -");
+    started = 1;
+    static const char *const to[] = { "conference.localhost", "upload.localhost" };
+    for (int i = 0; i < 2; i++) {
+        int direct = i == 1;
+        CHECK(raw_connect(&r, direct ? s.port_tls : s.port_starttls, NULL, direct, direct ? to[i] : NULL) == 0,
+              "connect");
+        open = 1;
+        CHECK(raw_stream_header(&r, to[i], "1.0") == 0, "send");
+        CHECK(raw_wait(&r, "host-unknown", 5000), "stream to %s: no <host-unknown/>: %s", to[i], raw_tail(&r, 300));
+        CHECK(!raw_seen(&r, "<mechanisms"), "stream to %s offered SASL: %s", to[i], raw_tail(&r, 300));
+        CHECK(raw_wait_closed(&r, 5000), "stream to %s not closed", to[i]);
+        raw_close(&r);
+        open = 0;
+    }
+    CHECK(sc_login(&a, "sv1@localhost/n", "pw-sv1", s.port_starttls), "login to the host beside the services");
+    sc_close(&a);
+    ok = 1;
+out:
+    if (open)
+        raw_close(&r);
+    if (started && srv_stop(&s) < 0) {
+        fail_reason("server: bad exit");
+        ok = 0;
+    }
+    return ok;
+}
+
 const struct test t_services_tests[] = {
     { "services: disco#items of the host lists them, disco#info, ping and server-wide version", t_services_disco, 1 },
     { "services: what no module takes is answered with service-unavailable", t_services_unhandled, 1 },
+    { "services: client streams to a service domain get host-unknown", t_services_no_logins, 1 },
     ITEST_END
 };

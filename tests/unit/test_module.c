@@ -1786,6 +1786,74 @@ test_defer_slices_do_not_block_io(void **state)
     close(sv[1]);
 }
 
+/* ---- 12. routes that cannot be mistyped ------------------------------------------------ */
+
+static int t12_calls;
+static const char *t12_route;
+
+static enum pt_verdict
+t12_fn(struct pt_mod *m, struct pt_session *s, struct pt_stanza *st)
+{
+    (void)m, (void)s, (void)st;
+    t12_calls++;
+    return PT_PASS;
+}
+
+static int t12_init(struct pt_mod *m) { return pt_hook(m, t12_route, t12_fn, PT_PRIO_DEFAULT); }
+static const struct pt_module mod_route = { PT_MODULE_API, "route", 0, NULL, NULL, t12_init, NULL };
+
+static void
+test_routes_nothing_fires_refused(void **state)
+{
+    (void)state;
+    /* every route the core fires is accepted on a user host */
+    static const char *const good[] = {
+        "pre-message", "pre-presence", "pre-iq", "message/host", "message/bare", "message/full",
+        "presence/host", "presence/bare", "presence/full", "iq/full", "iq-get/host", "iq-set/bare",
+        "iq-get/host/jabber:iq:version:query", "iq-set/full/urn:xmpp:jingle:1:jingle",
+        "iq-result/host", "iq-error/full", "message/offline", "route/remote", "session-out",
+        "session-lost", "stream-features-preauth", "stream-features",
+        "preauth-iq/jabber:iq:register:query", "preauth-element/urn:xmpp:sasl:2:authenticate",
+        "authed-element/urn:xmpp:sm:3:resume", "c2s-element/urn:xmpp:sm:3:enable", NULL,
+    };
+    for (size_t i = 0; good[i]; i++)
+        if (!module_route_fires(good[i], 0))
+            fail_msg("route \"%s\" is fired by the core but refused", good[i]);
+    /* typos and routes nothing fires */
+    static const char *const bad[] = {
+        "message/bar", "mesage/bare", "iq-get/hots/jabber:iq:version:query", "iq-get/host/query",
+        "iq-get/host/jabber:iq:version:", "iq-result/host/jabber:iq:version:query", "iq-gte/host",
+        "presence/bare/x:y", "message", "", "preauth-iq/", "pre-msg", "session-in", "iq/host",
+        "stream-feature", NULL,
+    };
+    for (size_t i = 0; bad[i]; i++)
+        if (module_route_fires(bad[i], 0))
+            fail_msg("route \"%s\" is fired by nothing but accepted", bad[i]);
+    /* a service domain has no accounts and no logins */
+    assert_true(module_route_fires("presence/full", 1));
+    assert_true(module_route_fires("iq-get/bare/http://jabber.org/protocol/muc#owner:query", 1));
+    assert_false(module_route_fires("message/offline", 1));
+    assert_false(module_route_fires("session-out", 1));
+    assert_false(module_route_fires("preauth-iq/jabber:iq:register:query", 1));
+
+    /* a module that hooks a typo fails to load, and nothing of it stays */
+    struct host *lh = H("localhost");
+    t12_calls = 0;
+    t12_route = "mesage/bare";
+    assert_int_equal(module_attach(lh, &mod_route), -1);
+    assert_int_equal(lh->nmods, 0);
+    assert_false(hooks_exist(lh, "mesage/bare"));
+    /* the same module on a real route loads and runs */
+    t12_route = "message/bare";
+    assert_int_equal(module_attach(lh, &mod_route), 0);
+    struct fake *r = mk("romeo", "localhost", "orchard", 1, 0);
+    struct fake *j = mk("juliet", "localhost", "balcony", 1, 0);
+    route(&j->s, stz("<message type='chat' id='r1' from='juliet@localhost/balcony' to='romeo@localhost'>"
+                     "<body>hi</body></message>"));
+    assert_int_equal(t12_calls, 1);
+    assert_int_equal(r->ngot, 1);
+}
+
 int
 main(void)
 {
@@ -1809,6 +1877,7 @@ main(void)
         T(test_timers_outside_init_undone_on_unload),
         T(test_defer_order),
         T(test_defer_slices_do_not_block_io),
+        T(test_routes_nothing_fires_refused),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -428,6 +428,12 @@ svc_init(struct pt_mod *m)
 {
     for (int i = 0; i < R_COUNT; i++) {
         int rc = pt_hook(m, svc_routes[i], svc_fns[i], PT_PRIO_DEFAULT);
+        if (i == R_OFFLINE) {
+            /* nothing fires it on a service (no accounts): refused at registration */
+            if (rc != PT_EINVAL)
+                return PT_ERROR;
+            continue;
+        }
         if (rc < 0)
             return rc;
     }
