@@ -20,7 +20,6 @@
 #define NS_BIND     "urn:ietf:params:xml:ns:xmpp-bind"
 #define NS_SESSION  "urn:ietf:params:xml:ns:xmpp-session"
 
-#define MAX_RESOURCES   64
 
 static const struct session_ops c2s_ops;
 static const struct stream_kind c2s_kind;
@@ -139,7 +138,7 @@ handle_bind(struct stream *st, struct xml_node *iq, struct xml_node *bind)
     unsigned n = 0;
     for (struct pt_session *o = sessions_of(srv, j.bare); o; o = o->user_next)
         n++;
-    if (n >= MAX_RESOURCES && session_find(srv, &j) == NULL) {
+    if (n >= SESSION_MAX_RESOURCES && session_find(srv, &j) == NULL) {
         jid_clear(&j);
         iq_error(st, iq, "cancel", "resource-constraint");
         return;

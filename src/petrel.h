@@ -160,6 +160,25 @@ struct pt_stanza *pt_stanza_reply(const struct pt_stanza *req, const char *type)
 struct pt_stanza *pt_stanza_ref(struct pt_stanza *st);
 void pt_stanza_unref(struct pt_stanza **st);
 
+/* ---- stanzas across processes and in fan-out --------------------------------------
+ * The serialized bytes (jabber:client, no namespace declaration on the
+ * stanza element), made once and cached until the stanza changes: what a
+ * session is sent, and what another process parses back. NULL on ENOMEM. */
+const char *pt_stanza_bytes(struct pt_stanza *st, size_t *len);
+/* One stanza (message, presence or iq of jabber:client) from bytes such as
+ * pt_stanza_bytes() made; its JIDs are prepared. NULL with *err: PT_EINVAL
+ * (not exactly one stanza element, malformed, a bad JID, over max_bytes),
+ * PT_ENOMEM. The caller owns the result. */
+struct pt_stanza *pt_stanza_parse(const char *data, size_t len, size_t max_bytes, int *err);
+/* Give *stp a new from and/or to (NULL: unchanged) from JIDs already
+ * prepared: no stringprep. When only the to changes, the cached bytes are
+ * spliced, not serialized again: a fan-out serializes once and pays a copy
+ * per recipient. If anyone else holds a reference (a filter that kept the
+ * stanza to resend it), *stp is first replaced by a copy of the caller's
+ * own (the caller's reference moves to it), so what others hold never
+ * changes under them. 0, or PT_ENOMEM (*stp unchanged). */
+int pt_stanza_retarget(struct pt_stanza **stp, const struct jid *from, const struct jid *to);
+
 /* ---- sending ------------------------------------------------------------------- */
 /* Route a stanza from the server (its from must be set). Never takes ownership. */
 int pt_send(struct pt_mod *m, struct pt_stanza *st);

@@ -124,12 +124,11 @@ deliver_message_bare(struct host *h, struct pt_stanza *st, struct pt_session *or
         return;
     }
     int delivered = 0;
-    struct pt_session *next;
-    for (struct pt_session *s = sessions_of(h->srv, st->to.bare); s; s = next) {
-        next = s->user_next;        /* a failed send unregisters s */
-        if (s->available && s->priority >= 0 && session_send(s, st) == 0)
+    struct dir_entry d[SESSION_MAX_RESOURCES];
+    size_t n = directory_sessions(h->srv, st->to.bare, d, SESSION_MAX_RESOURCES);
+    for (size_t i = 0; i < n; i++)
+        if (d[i].available && d[i].priority >= 0 && directory_send(h->srv, &d[i], st) == 0)
             delivered++;
-    }
     if (delivered)
         return;
     /* RFC 6121 8.5.2.2.1: errors and headlines are silently ignored, not stored */
@@ -143,7 +142,7 @@ deliver_message_bare(struct host *h, struct pt_stanza *st, struct pt_session *or
 static int
 account_exists(struct server *srv, const char *bare)
 {
-    if (sessions_of(srv, bare))
+    if (directory_online(srv, bare))
         return 1;
     struct account a;
     int rc = store_account_get(srv->store, bare, &a);
@@ -181,12 +180,11 @@ deliver_bare(struct host *h, struct pt_stanza *st, struct pt_session *origin)
     const char *type = pt_stanza_type(st);
     if (strcmp(type, "probe") == 0)
         return;
-    struct pt_session *next;
-    for (struct pt_session *s = sessions_of(h->srv, st->to.bare); s; s = next) {
-        next = s->user_next;        /* a failed send unregisters s */
-        if (s->available)
-            session_send(s, st);
-    }
+    struct dir_entry d[SESSION_MAX_RESOURCES];
+    size_t n = directory_sessions(h->srv, st->to.bare, d, SESSION_MAX_RESOURCES);
+    for (size_t i = 0; i < n; i++)
+        if (d[i].available)
+            directory_send(h->srv, &d[i], st);
 }
 
 static void
@@ -199,9 +197,9 @@ deliver_full(struct host *h, struct pt_stanza *st, struct pt_session *origin)
     if (stanza_is_kind(st, "iq") && iq_route(route, sizeof route, st, "full") == 0 &&
         hooks_exist(h, route) && hooks_run(h, route, origin, st) == PT_HANDLED)
         return;
-    struct pt_session *s = session_find(h->srv, &st->to);
-    if (s) {
-        session_send(s, st);
+    struct dir_entry d;
+    if (directory_find(h->srv, &st->to, &d)) {
+        directory_send(h->srv, &d, st);
         return;
     }
     /* RFC 6121 8.5.3.2: no such resource */

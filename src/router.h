@@ -1,7 +1,8 @@
 /* router.h — the one place that decides where a stanza goes (RFC 6121 section 8).
  *
- * Destinations: a local session (by its location: the session registry, which
- * later also holds sessions of other cluster nodes), the local host itself (its
+ * Destinations: a session, by its location (the session directory, directory_*
+ * in session.h: entries copied out, never session pointers walked while sending),
+ * which later also holds sessions of other cluster nodes), the local host itself (its
  * modules), or a remote domain ("route/remote" hook, s2s later). Bounces come
  * from here too. The router never takes ownership of the stanza it routes. */
 #ifndef PT_ROUTER_H

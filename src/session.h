@@ -92,6 +92,30 @@ void session_touch(struct pt_session *s);
 /* Route-level lookups */
 struct pt_session *sessions_of(struct server *srv, const char *bare);   /* first or NULL */
 struct pt_session *session_find(struct server *srv, const struct jid *full);
+/* ---- the session directory: what routing decides on --------------------------------
+ * One entry per bound session of an account, with the fields the router
+ * decides by, copied out: the router never walks session pointers while it
+ * sends (a send may end a session), and never assumes a session is local.
+ * Today every entry is this process's (node 0, local set); a cluster adds
+ * entries for sessions on other nodes (node != 0, local NULL), and
+ * directory_send() forwards to them. Session ids are unique across
+ * processes, so an entry names its session wherever it lives. */
+#define SESSION_MAX_RESOURCES 64        /* bound sessions per account */
+struct dir_entry {
+    uint64_t id;                        /* the session's id (pt_session_id) */
+    uint32_t node;                      /* 0: this process */
+    int available, priority;
+    struct pt_session *local;           /* this process's session, or NULL */
+};
+/* The bound sessions of bare (at most max, most recently bound first); their number. */
+size_t directory_sessions(struct server *srv, const char *bare, struct dir_entry *out, size_t max);
+/* The session of a full JID: 1 and *out, or 0. */
+int  directory_find(struct server *srv, const struct jid *full, struct dir_entry *out);
+/* Whether bare has a bound session anywhere. */
+int  directory_online(struct server *srv, const char *bare);
+/* Deliver st to the entry's session (through its outbound filters): 0 or -1
+ * (it ended or cannot take it). */
+int  directory_send(struct server *srv, const struct dir_entry *e, struct pt_stanza *st);
 /* Through the outbound filters ("session-out" hooks), then to the stream. */
 int  session_send(struct pt_session *s, struct pt_stanza *st);
 /* To the stream, without the filters. */

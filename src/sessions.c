@@ -310,6 +310,50 @@ session_send(struct pt_session *s, struct pt_stanza *st)
     return session_write(s, st);
 }
 
+/* ---- the session directory ----------------------------------------------------------- */
+
+static void
+dir_fill(struct dir_entry *e, struct pt_session *s)
+{
+    *e = (struct dir_entry){ s->id, 0, s->available, s->priority, s };
+}
+
+size_t
+directory_sessions(struct server *srv, const char *bare, struct dir_entry *out, size_t max)
+{
+    size_t n = 0;
+    for (struct pt_session *s = sessions_of(srv, bare); s && n < max; s = s->user_next)
+        dir_fill(&out[n++], s);
+    return n;
+}
+
+int
+directory_find(struct server *srv, const struct jid *full, struct dir_entry *out)
+{
+    struct pt_session *s = session_find(srv, full);
+    if (s == NULL)
+        return 0;
+    dir_fill(out, s);
+    return 1;
+}
+
+int
+directory_online(struct server *srv, const char *bare)
+{
+    return sessions_of(srv, bare) != NULL;
+}
+
+int
+directory_send(struct server *srv, const struct dir_entry *e, struct pt_stanza *st)
+{
+    (void)srv;
+    /* a local session stays allocated to the end of the turn even when an
+     * earlier send of this turn ended it; session_send refuses it then */
+    if (e->local == NULL || !e->local->registered)
+        return PT_ERROR;
+    return session_send(e->local, st);
+}
+
 /* ---- public API ---------------------------------------------------------------- */
 
 const struct jid *pt_session_jid(const struct pt_session *s) { return &s->jid; }

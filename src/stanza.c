@@ -53,6 +53,7 @@ stanza_unborrow(struct pt_stanza **stp)
     *stp = NULL;
     strbuf_free(&st->bytes);
     st->bytes_valid = 0;
+    st->to_len = 0;
     if (st->refs > 1) {
         /* a handler kept it: it gets a copy in an arena of its own */
         struct arena *a = arena_new(512);
@@ -114,6 +115,7 @@ set_jid(struct pt_stanza *st, const char *attr, struct jid *j, const char *value
     jid_clear(j);
     *j = n;
     st->bytes_valid = 0;
+    st->to_len = 0;
     return 0;
 }
 
@@ -132,6 +134,7 @@ stanza_set_from_jid(struct pt_stanza *st, const struct jid *from)
     jid_clear(&st->from);
     st->from = n;
     st->bytes_valid = 0;
+    st->to_len = 0;
     return 0;
 }
 int stanza_set_to(struct pt_stanza *st, const char *to) { return set_jid(st, "to", &st->to, to); }
@@ -140,6 +143,7 @@ void
 pt_stanza_changed(struct pt_stanza *st)
 {
     st->bytes_valid = 0;
+    st->to_len = 0;
 }
 
 const struct strbuf *
@@ -148,10 +152,226 @@ stanza_bytes(struct pt_stanza *st)
     if (!st->bytes_valid) {
         st->bytes.len = 0;
         st->bytes.failed = 0;
+        st->to_len = 0;
         xml_serialize(&st->bytes, st->xml, XML_NS_CLIENT);
         st->bytes_valid = !st->bytes.failed;
     }
     return &st->bytes;
+}
+
+const char *
+pt_stanza_bytes(struct pt_stanza *st, size_t *len)
+{
+    const struct strbuf *b = stanza_bytes(st);
+    if (b->failed || b->data == NULL)
+        return NULL;
+    *len = b->len;
+    return b->data;
+}
+
+/* ---- retargeting --------------------------------------------------------------- */
+
+/* Where the escaped value of the start tag's 'to' is in the cached bytes. The
+ * serializer single-quotes every value and escapes ', < and > in it, so the
+ * start tag ends at the first '>' and " to='" there can only be the
+ * unprefixed attribute 'to' (a prefixed one reads " a0:to='"). */
+static int
+locate_to(struct pt_stanza *st)
+{
+    const char *d = st->bytes.data;
+    const char *end = memchr(d, '>', st->bytes.len);
+    if (end == NULL)
+        return -1;
+    for (const char *p = d; p + 5 <= end; p++) {
+        if (memcmp(p, " to='", 5) != 0)
+            continue;
+        const char *v = p + 5;
+        const char *q = memchr(v, '\'', (size_t)(end - v));
+        if (q == NULL)
+            return -1;
+        st->to_off = (size_t)(v - d);
+        st->to_len = (size_t)(q - v);
+        return st->to_len ? 0 : -1;
+    }
+    return -1;
+}
+
+/* Replace the cached 'to' value with full (escaped); -1: the cache is dropped instead. */
+static int
+splice_to(struct pt_stanza *st, const char *full)
+{
+    if (st->to_len == 0 && locate_to(st) < 0)
+        return -1;
+    struct strbuf v;
+    strbuf_init(&v);
+    strbuf_add_escaped(&v, full, strlen(full), 1);
+    if (v.failed) {
+        strbuf_free(&v);
+        return -1;
+    }
+    size_t tail = st->bytes.len - st->to_off - st->to_len;
+    if (v.len > st->to_len) {
+        /* grow by appending the difference, then move the tail up */
+        size_t grow = v.len - st->to_len;
+        size_t old = st->bytes.len;
+        strbuf_add(&st->bytes, v.data, grow);    /* any bytes: overwritten below */
+        if (st->bytes.failed || st->bytes.len != old + grow) {
+            strbuf_free(&v);
+            return -1;
+        }
+    }
+    memmove(st->bytes.data + st->to_off + v.len, st->bytes.data + st->to_off + st->to_len, tail);
+    memcpy(st->bytes.data + st->to_off, v.data, v.len);
+    st->bytes.len = st->to_off + v.len + tail;
+    st->to_len = v.len;
+    strbuf_free(&v);
+    return 0;
+}
+
+/* A copy of st of the caller's own: a new arena, the JIDs and the cached bytes copied, no stringprep. */
+static struct pt_stanza *
+stanza_clone(const struct pt_stanza *st)
+{
+    struct pt_stanza *c = calloc(1, sizeof *c);
+    struct arena *a = c ? arena_new(1024) : NULL;
+    struct xml_node *el = a ? xml_copy(a, st->xml) : NULL;
+    if (el == NULL || (st->from.full && jid_copy(&c->from, &st->from) < 0) ||
+        (st->to.full && jid_copy(&c->to, &st->to) < 0)) {
+        if (c) {
+            jid_clear(&c->from);
+            jid_clear(&c->to);
+        }
+        arena_free(&a);
+        free(c);
+        return NULL;
+    }
+    c->refs = 1;
+    c->xml = el;
+    if (st->bytes_valid) {
+        strbuf_add(&c->bytes, st->bytes.data, st->bytes.len);
+        c->bytes_valid = !c->bytes.failed;
+        c->to_off = st->to_off;
+        c->to_len = st->to_len;
+    }
+    return c;
+}
+
+int
+pt_stanza_retarget(struct pt_stanza **stp, const struct jid *from, const struct jid *to)
+{
+    struct pt_stanza *st = *stp;
+    struct jid nf, nt;
+    memset(&nf, 0, sizeof nf);
+    memset(&nt, 0, sizeof nt);
+    if ((from && jid_copy(&nf, from) < 0) || (to && jid_copy(&nt, to) < 0)) {
+        jid_clear(&nf);
+        jid_clear(&nt);
+        return PT_ENOMEM;
+    }
+    if (st->refs > 1) {
+        struct pt_stanza *c = stanza_clone(st);
+        if (c == NULL) {
+            jid_clear(&nf);
+            jid_clear(&nt);
+            return PT_ENOMEM;
+        }
+        st->refs--;             /* the others keep theirs, unchanged */
+        *stp = st = c;
+    }
+    if ((from && xml_set_attr(st->xml, "from", nf.full) < 0) || (to && xml_set_attr(st->xml, "to", nt.full) < 0)) {
+        /* the element may hold one of them already: the cache cannot be trusted */
+        st->bytes_valid = 0;
+        st->to_len = 0;
+        jid_clear(&nf);
+        jid_clear(&nt);
+        return PT_ENOMEM;
+    }
+    if (from) {
+        jid_clear(&st->from);
+        st->from = nf;
+        st->bytes_valid = 0;
+        st->to_len = 0;
+    }
+    if (to) {
+        jid_clear(&st->to);
+        st->to = nt;
+        if (st->bytes_valid && splice_to(st, st->to.full) < 0) {
+            st->bytes_valid = 0;
+            st->to_len = 0;
+        }
+    }
+    return 0;
+}
+
+/* ---- parsing from bytes -------------------------------------------------------- */
+
+struct parsed {
+    struct xml_node *el;
+    int n, err;
+};
+
+static void
+parsed_el(void *ud, struct xml_node *el)
+{
+    struct parsed *p = ud;
+    if (p->n++ == 0) {
+        p->el = el;
+        return;
+    }
+    arena_free(&el->arena);
+}
+
+static void
+parsed_err(void *ud, enum xml_error err, const char *detail)
+{
+    (void)detail;
+    struct parsed *p = ud;
+    p->err = err == XML_E_NOMEM ? PT_ENOMEM : PT_EINVAL;
+}
+
+struct pt_stanza *
+pt_stanza_parse(const char *data, size_t len, size_t max_bytes, int *err)
+{
+    static const struct xml_stream_cb cb = { NULL, parsed_el, NULL, parsed_err };
+    static const char hdr[] = "<stream:stream xmlns='jabber:client' "
+                              "xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>";
+    *err = PT_EINVAL;
+    if (len == 0 || len > max_bytes)
+        return NULL;
+    struct xml_limits lim = { max_bytes, 64, 64 };
+    struct parsed p = { NULL, 0, 0 };
+    struct xml_stream *xs = xml_stream_new(&cb, &p, &lim, XML_NS_CLIENT);
+    if (xs == NULL) {
+        *err = PT_ENOMEM;
+        return NULL;
+    }
+    if (xml_stream_feed(xs, hdr, sizeof hdr - 1) == 0)
+        xml_stream_feed(xs, data, len);
+    /* a partial element never came out: nothing, or depth still above the stream's */
+    int partial = xml_stream_depth(xs) > 1;
+    xml_stream_free(&xs);
+    if (p.err || p.n != 1 || partial) {
+        if (p.err)
+            *err = p.err;
+        if (p.el)
+            arena_free(&p.el->arena);
+        return NULL;
+    }
+    struct xml_node *el = p.el;
+    if (el->ns != XML_NS_CONTENT ||
+        (strcmp(el->name, "message") != 0 && strcmp(el->name, "presence") != 0 && strcmp(el->name, "iq") != 0)) {
+        arena_free(&el->arena);
+        return NULL;
+    }
+    int bad;
+    struct pt_stanza *st = stanza_wrap(el, &bad);
+    if (st == NULL) {
+        *err = bad ? PT_EINVAL : PT_ENOMEM;
+        arena_free(&el->arena);
+        return NULL;
+    }
+    *err = 0;
+    return st;
 }
 
 int

@@ -12,6 +12,7 @@ struct pt_stanza {
     struct jid from, to;                  /* zeroed when absent */
     struct strbuf bytes;                  /* serialization for jabber:client, cached */
     int bytes_valid;
+    size_t to_off, to_len;                /* the escaped 'to' value in bytes (to_len 0: not located) */
 };
 
 /* Take ownership of el (and its arena). Parses to/from: NULL with *bad_jid set

@@ -79,6 +79,7 @@ struct fake {
     int nclosed;
     struct fake *next;          /* all fakes of the fixture */
     int fail_send;              /* send() fails and closes, as a transport over its output cap does */
+    struct pt_session *kill;    /* send() ends this other session first (a module reacting to it) */
 };
 
 static int
@@ -89,6 +90,11 @@ fake_send(struct pt_session *s, const char *data, size_t len)
         s->closing = 1;
         session_unregister(s);
         return -1;
+    }
+    if (f->kill) {
+        f->kill->closing = 1;
+        session_unregister(f->kill);
+        f->kill = NULL;
     }
     strbuf_add(&f->out, data, len);
     if (f->ngot < MAX_GOT)
@@ -1089,6 +1095,77 @@ test_failed_send_does_not_stop_fanout(void **state)
     assert_int_equal(j->ngot, 0);       /* and no error to the sender */
 }
 
+/* The directory: entries carry what routing decides on, copied out; a send
+ * that ends another resource of the same account in mid fan-out neither
+ * reaches the ended one nor stops the rest. */
+static void
+test_directory_entries_and_midfanout_end(void **state)
+{
+    (void)state;
+    mk("romeo", "localhost", "a", 1, 5);
+    mk("romeo", "localhost", "b", 0, 0);
+    mk("romeo", "localhost", "c", 1, -1);
+    mk("romeo", "localhost", "d", 1, 3);
+    struct fake *j = mk("juliet", "localhost", "balcony", 1, 0);
+    struct dir_entry d[SESSION_MAX_RESOURCES];
+    size_t n = directory_sessions(&F->srv, "romeo@localhost", d, SESSION_MAX_RESOURCES);
+    assert_int_equal(n, 4);
+    for (size_t i = 0; i < n; i++) {
+        struct pt_session *s = d[i].local;
+        assert_non_null(s);
+        assert_int_equal(d[i].node, 0);
+        assert_true(d[i].id == pt_session_id(s));
+        assert_int_equal(d[i].available, pt_session_available(s));
+        assert_int_equal(d[i].priority, pt_session_priority(s));
+        for (size_t k = 0; k < i; k++)
+            assert_true(d[k].id != d[i].id);
+    }
+    assert_int_equal(directory_sessions(&F->srv, "romeo@localhost", d, 2), 2);   /* bounded */
+    struct dir_entry one;
+    struct jid full;
+    assert_int_equal(jid_parse(&full, "romeo@localhost/c", 17), 0);
+    assert_int_equal(directory_find(&F->srv, &full, &one), 1);
+    assert_int_equal(one.priority, -1);
+    jid_clear(&full);
+    assert_int_equal(jid_parse(&full, "romeo@localhost/zz", 18), 0);
+    assert_int_equal(directory_find(&F->srv, &full, &one), 0);
+    jid_clear(&full);
+    assert_false(directory_online(&F->srv, "nobody@localhost"));
+
+    /* the available resources with priority >= 0, in directory order: the
+     * first one's send ends the second */
+    n = directory_sessions(&F->srv, "romeo@localhost", d, SESSION_MAX_RESOURCES);
+    struct fake *take[4];
+    size_t nt = 0;
+    for (size_t i = 0; i < n; i++)
+        if (d[i].available && d[i].priority >= 0)
+            take[nt++] = (struct fake *)d[i].local;
+    assert_int_equal(nt, 2);
+    take[0]->kill = &take[1]->s;
+    route(&j->s, stz("<message type='chat' id='k1' from='juliet@localhost/balcony' to='romeo@localhost'>"
+                     "<body>hi</body></message>"));
+    assert_int_equal(take[0]->ngot, 1);
+    assert_int_equal(take[1]->ngot, 0);         /* ended before its turn: nothing */
+    assert_int_equal(j->ngot, 0);               /* one got it: no error */
+    /* with three takers, the third still gets it when the first ends the second */
+    struct fake *e = mk("romeo", "localhost", "e", 1, 1);
+    struct fake *g = mk("romeo", "localhost", "g", 1, 1);
+    n = directory_sessions(&F->srv, "romeo@localhost", d, SESSION_MAX_RESOURCES);
+    nt = 0;
+    for (size_t i = 0; i < n; i++)
+        if (d[i].available && d[i].priority >= 0)
+            take[nt++] = (struct fake *)d[i].local;
+    assert_int_equal(nt, 3);
+    size_t before[3] = { take[0]->ngot, take[1]->ngot, take[2]->ngot };
+    take[0]->kill = &take[1]->s;
+    route(&j->s, stz("<message type='chat' id='k2' from='juliet@localhost/balcony' to='romeo@localhost'>"
+                     "<body>hi</body></message>"));
+    assert_int_equal(take[0]->ngot, before[0] + 1);
+    assert_int_equal(take[1]->ngot, before[1]);
+    assert_int_equal(take[2]->ngot, before[2] + 1);
+    (void)e, (void)g;
+}
+
 int
 main(void)
 {
@@ -1119,6 +1196,7 @@ main(void)
         T(test_register_conflict),
         T(test_unregister_stops_delivery),
         T(test_failed_send_does_not_stop_fanout),
+        T(test_directory_entries_and_midfanout_end),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
