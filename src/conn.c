@@ -46,7 +46,8 @@ struct conn {
     uint32_t rate_at;                   /* second (monotonic) of the last refill */
     unsigned tls_bev : 1, tls_up : 1, got_byte : 1, in_unauth : 1, closing : 1, shut : 1,
              peer_closed : 1, gone : 1, counted : 1, has_socket : 1, paused : 1, rate_paused : 1,
-             starttls_pending : 1, in_close : 1;
+             starttls_pending : 1, in_close : 1, client : 1, connecting : 1;
+    char *sni;                          /* client TLS: the name asked for (and verified by the owner) */
     char peer[48];
 };
 
@@ -451,7 +452,12 @@ start_tls(struct conn *c)
     unwatch_output(c);
     bufferevent_setfd(c->bev, -1);
     bufferevent_free(c->bev);
-    c->bev = bufferevent_openssl_socket_new(c->srv->base, c->fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+    if (c->client && c->sni && SSL_set_tlsext_host_name(ssl, c->sni) != 1) {
+        SSL_free(ssl);
+        return -1;
+    }
+    c->bev = bufferevent_openssl_socket_new(c->srv->base, c->fd, ssl,
+                                            c->client ? BUFFEREVENT_SSL_CONNECTING : BUFFEREVENT_SSL_ACCEPTING,
                                             BEV_OPT_CLOSE_ON_FREE);
     if (c->bev == NULL) {
         SSL_free(ssl);
@@ -505,8 +511,18 @@ event_cb(struct bufferevent *bev, short what, void *arg)
     struct conn *c = arg;
     (void)bev;
     if (what & BEV_EVENT_CONNECTED) {
+        if (c->connecting) {
+            /* an outgoing connection is up (TCP; TLS, if any, comes later) */
+            c->connecting = 0;
+            log_debug("conn %s: connected (outgoing)", c->peer);
+            if (c->cb && c->cb->connected)
+                c->cb->connected(c->owner);
+            return;
+        }
         c->tls_up = 1;              /* the TLS handshake is done */
         c->tls_start_ms = 0;
+        if (c->cb && c->cb->tls_up)
+            c->cb->tls_up(c->owner);
         return;
     }
     if (what & BEV_EVENT_ERROR) {
@@ -650,6 +666,70 @@ fail:
     return NULL;
 }
 
+struct conn *
+conn_connect(struct server *srv, const struct sockaddr *sa, socklen_t salen, const char *peer)
+{
+    if (srv->nsockets >= srv->max_sockets) {
+        log_warnx("conn %s: no outgoing connection: at the descriptor limit", peer);
+        return NULL;
+    }
+    evutil_socket_t fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        log_warn("conn %s: socket", peer);
+        return NULL;
+    }
+    struct conn *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        evutil_closesocket(fd);
+        return NULL;
+    }
+    c->srv = srv;
+    c->id = ++srv->next_conn_id;
+    c->fd = fd;
+    c->has_socket = 1;
+    srv->nsockets++;
+    c->started_ms = pt_now_ms();
+    c->client = 1;
+    c->connecting = 1;
+    c->got_byte = 1;                    /* none of the accepting side's deadlines: the owner has its own */
+    c->next = srv->conns;
+    if (srv->conns)
+        srv->conns->prev = c;
+    srv->conns = c;
+    snprintf(c->peer, sizeof c->peer, "%s", peer);
+    int one = 1;
+    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0)
+        log_debug("conn %s: TCP_NODELAY: %s", c->peer, strerror(errno));
+    c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (c->bev == NULL)
+        goto fail;
+    bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+    if (watch_output(c) < 0)
+        goto fail;
+    /* refused or unreachable: the error event drops it later, never inside this call */
+    if (bufferevent_socket_connect(c->bev, sa, (int)salen) < 0)
+        goto fail;
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    return c;
+fail:
+    log_warnx("conn %s: cannot start the outgoing connection", c->peer);
+    c->owner = NULL;
+    conn_drop(c);
+    return NULL;
+}
+
+int
+conn_starttls_client(struct conn *c, SSL_CTX *ctx, const char *sni)
+{
+    if (!c->client || c->connecting)
+        return -1;
+    free(c->sni);
+    c->sni = sni ? strdup(sni) : NULL;
+    if (sni && c->sni == NULL)
+        return -1;
+    return conn_starttls(c, ctx);
+}
+
 void
 conn_bound(struct conn *c)
 {
@@ -756,6 +836,7 @@ conns_reap(struct server *srv)
             event_free(c->close_ev);
         if (c->rate_ev)
             event_free(c->rate_ev);
+        free(c->sni);
         free(c);
     }
 }

@@ -37,6 +37,10 @@ struct conn_cb {
     /* The connection is gone: the peer closed or was lost, it was dropped, or
      * our close finished. Called once; the owner forgets the connection. */
     void (*gone)(void *owner);
+    /* Optional. An outgoing connection (conn_connect) is up. */
+    void (*connected)(void *owner);
+    /* Optional. A TLS handshake finished (either side). */
+    void (*tls_up)(void *owner);
 };
 
 /* The framing: how XML text travels on the socket. Raw XML on TCP is the
@@ -54,6 +58,15 @@ struct conn_framing {
  * was refused (per-address limit, no room under the caps) or could not be set
  * up: the socket is closed then, and the reason logged. */
 struct conn *conn_accept(struct server *srv, evutil_socket_t fd, const struct sockaddr *addr, int direct_tls);
+/* An outgoing connection to sa (peer: its printable address, for logs). The
+ * owner (conn_set_owner at once) hears connected() or, if it fails, gone();
+ * never inside this call. Outside the caps of accepted connections (the
+ * descriptor limit apart): the owner keeps its own deadlines. NULL at the
+ * descriptor limit or on ENOMEM. */
+struct conn *conn_connect(struct server *srv, const struct sockaddr *sa, socklen_t salen, const char *peer);
+/* On an outgoing connection: TLS as the client (sni: the name asked for, or
+ * NULL), once what is queued now is written. 0 or -1. */
+int  conn_starttls_client(struct conn *c, SSL_CTX *ctx, const char *sni);
 void conn_set_owner(struct conn *c, const struct conn_cb *cb, void *owner);
 void conn_set_framing(struct conn *c, const struct conn_framing *f, void *framing_state);
 void *conn_framing_state(struct conn *c);

@@ -5,6 +5,7 @@
 #include "conf.h"
 #include "dns.h"
 #include "log.h"
+#include "modnet.h"
 #include "modstore.h"
 #include "server.h"
 #include "session.h"
@@ -446,6 +447,7 @@ modules_fini(struct server *srv)
         event_free(srv->defer_wake);
         srv->defer_wake = NULL;
     }
+    modnet_fini();
 }
 
 int
@@ -722,6 +724,7 @@ module_free(struct host *h, struct pt_mod *m)
     drop_deferred(&m->srv->defer_head, &m->srv->defer_tail, m);
     drop_deferred(&m->srv->defer_running, NULL, m);
     dns_cancel_module(m);
+    modnet_unload(m);                   /* listeners closed, connections dropped: no callback runs */
     modstore_free(m);                   /* durable callbacks left get ok = 0; handles closed */
     free(m->state);
     for (size_t i = 0; i < m->nfeatures; i++)

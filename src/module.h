@@ -29,6 +29,8 @@ struct pt_mod {
     size_t nidentities;
     void *state;                        /* pt_state() */
     struct mod_store *store;            /* pt_db handles, pt_on_durable callbacks (modstore.c) */
+    struct pt_conn *conns;              /* pt_connect() and accepted connections (modnet.c) */
+    struct mod_listener *listeners;     /* pt_listen() */
 };
 
 /* Load every module the host's config names; 0, or -1 with a logged reason. */

@@ -54,7 +54,7 @@
 #include "jid.h"
 #include "xml.h"
 
-#define PT_MODULE_API 1                 /* bump on any breaking change */
+#define PT_MODULE_API 2                 /* bump on any breaking change (2: routes checked, sessions apart, stream hooks, store, connections) */
 
 /* result codes of int functions: 0 or one of these */
 #define PT_ERROR     (-1)               /* generic failure, see the log */
@@ -459,5 +459,58 @@ int  pt_dns_srv(struct pt_mod *m, const char *name, pt_dns_srv_fn cb, void *arg)
 /* IPv6 and IPv4 addresses of a host name (A and AAAA, /etc/hosts first), in
  * the order to try them (RFC 6724). 0, PT_EINVAL, PT_ENOMEM. */
 int  pt_dns_addr(struct pt_mod *m, const char *name, pt_dns_addr_fn cb, void *arg);
+
+/* ---- Connections: listeners and outgoing connections of modules ---------------
+ * For s2s, HTTP, metrics and the cluster link. A connection is a transport
+ * like a client's: the same output caps (a peer that stops reading is
+ * closed), graceful close (last bytes, TLS close_notify, FIN, within 3 s),
+ * descriptor accounting. An accepted one is under the caps and deadlines of
+ * connections not authenticated yet (first byte, handshake_timeout) until
+ * pt_conn_authenticated(). Callbacks run on the loop, never inside the call
+ * that caused them; gone() is the last one, after which the handle is
+ * invalid. Unloading the instance closes its listeners and drops its
+ * connections without further callbacks. */
+struct pt_conn;
+struct pt_conn_cb {
+    /* outgoing: the TCP connection is up (write the stream header now) */
+    void (*connected)(struct pt_mod *m, struct pt_conn *c, void *arg);
+    /* bytes arrived */
+    void (*input)(struct pt_mod *m, struct pt_conn *c, const char *data, size_t len, void *arg);
+    /* optional: a TLS handshake (pt_conn_starttls, or a direct-TLS listener) is done */
+    void (*tls_up)(struct pt_mod *m, struct pt_conn *c, void *arg);
+    /* optional: the core wants it closed (a deadline, its output cap, shutdown:
+     * condition "connection-timeout", "policy-violation", "system-shutdown");
+     * say goodbye with pt_conn_write; the core closes it after the call */
+    void (*closing)(struct pt_mod *m, struct pt_conn *c, const char *condition, void *arg);
+    /* it is gone (closed by either side, lost, refused, unreachable); last call */
+    void (*gone)(struct pt_mod *m, struct pt_conn *c, void *arg);
+};
+/* A new connection came in on a pt_listen() port: set its callbacks with
+ * pt_conn_set_cb() inside the call, or it is closed. */
+typedef void (*pt_accept_fn)(struct pt_mod *m, struct pt_conn *c, void *arg);
+/* Listen on addr ("*" or NULL: every address; "127.0.0.1", "::1") and port (0:
+ * any free port); direct_tls: TLS at once, with the first host's certificate.
+ * The port listened on (> 0), or PT_EINVAL / PT_ERROR (in use: logged). */
+int  pt_listen(struct pt_mod *m, const char *addr, unsigned port, int direct_tls, pt_accept_fn fn, void *arg);
+/* Connect to a, port (an address from pt_dns_addr). NULL at the descriptor
+ * limit or on ENOMEM; a refusal or an unreachable address is gone() later. */
+struct pt_conn *pt_connect(struct pt_mod *m, const struct pt_addr *a, unsigned port, const struct pt_conn_cb *cb,
+                           void *arg);
+void pt_conn_set_cb(struct pt_conn *c, const struct pt_conn_cb *cb, void *arg);
+/* Queue bytes: 0, or PT_ERROR (closing, gone, or over its output cap: it closes). */
+int  pt_conn_write(struct pt_conn *c, const void *data, size_t len);
+/* Close gracefully (gone() follows). */
+void pt_conn_close(struct pt_conn *c);
+/* TLS once what is queued now is written: as the client on an outgoing
+ * connection (sni: the name to ask for; the certificate is not checked by
+ * the core), as the server (the host's certificate) on an accepted one. */
+int  pt_conn_starttls(struct pt_conn *c, const char *sni);
+/* The peer is authenticated: the pre-authentication deadlines and cap no longer apply. */
+void pt_conn_authenticated(struct pt_conn *c);
+void pt_conn_pause(struct pt_conn *c);          /* stop reading (back-pressure) */
+void pt_conn_resume(struct pt_conn *c);
+int  pt_conn_tls(const struct pt_conn *c);      /* TLS up or coming up */
+const char *pt_conn_peer(const struct pt_conn *c);   /* printable address, for logs */
+size_t pt_conn_queued(const struct pt_conn *c);      /* output bytes not written yet */
 
 #endif

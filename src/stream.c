@@ -448,7 +448,7 @@ on_conn_input(void *owner, const char *data, size_t len)
         xml_stream_release_idle(st->xs);     /* nothing pending: keep no parser (see xml.c's pool) */
 }
 
-static const struct conn_cb conn_callbacks = { on_conn_input, on_conn_close_req, on_conn_gone };
+static const struct conn_cb conn_callbacks = { on_conn_input, on_conn_close_req, on_conn_gone, NULL, NULL };
 
 struct stream *
 stream_new(struct server *srv, const struct stream_kind *k, struct conn *conn)
