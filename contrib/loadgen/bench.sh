@@ -9,6 +9,9 @@
 #   throughput  1:1 messages between pairs, offered rate stepped up until
 #               delivered < 95 % of offered or p99 > 100 ms
 #   latency     1:1 messages at a fixed offered rate (10 000/s): p50/p99/max
+#   spread      1:1 messages, one stanza per write and TLS record, senders in
+#               turn on a 1 ms tick (1 000 sessions, 500 pairs), at each rate of
+#               --spread-rates: p50/p99/p99.9/max, server CPU per message
 # then print a table with both servers and the ratio petreld/prosody.
 #
 # Only loopback addresses are used. Everything the script starts is stopped
@@ -25,9 +28,12 @@ STEP_DURATION=10       # seconds per offered-rate step
 RATES="1000,2000,3000,4000,5000,6000,8000,10000,12500,15000,20000,25000,30000,40000,50000,60000,80000,100000"
 LAT_RATE=10000
 LAT_DURATION=20
+SPREAD_USERS=1000      # scenario "spread": one stanza per write, many senders at low rates
+SPREAD_RATES="2000,5000,10000,15000,20000"
+SPREAD_DURATION=10
 BODY_SIZE=100
 TLS=direct             # direct | starttls
-SCENARIOS="sessions throughput latency"
+SCENARIOS="sessions throughput latency spread"
 SERVERS="petreld prosody"
 SRC_ADDRS=4            # source addresses 127.0.0.1..127.0.0.K
 CONCURRENCY=200
@@ -57,10 +63,13 @@ usage: $0 [options]
   --step-duration S    seconds per rate step (default $STEP_DURATION)
   --latency-rate R     offered rate of the latency scenario (default $LAT_RATE)
   --latency-duration S (default $LAT_DURATION)
+  --spread-users N     sessions of the spread scenario (default $SPREAD_USERS)
+  --spread-rates LIST  offered rates of the spread scenario (default $SPREAD_RATES)
+  --spread-duration S  seconds per spread step (default $SPREAD_DURATION)
   --body-size B        message body bytes (default $BODY_SIZE)
   --tls direct|starttls (default $TLS)
   --servers LIST       "petreld prosody" (default: both)
-  --scenarios LIST     "sessions throughput latency" (default: all)
+  --scenarios LIST     "sessions throughput latency spread" (default: all)
   --src-addrs K        spread connections over 127.0.0.1..127.0.0.K (default $SRC_ADDRS)
   --concurrency C      handshakes in flight (default $CONCURRENCY)
   --petrel-bin DIR     where petreld and petrelctl are (default $PETREL_BIN_DIR)
@@ -85,6 +94,9 @@ while [ $# -gt 0 ]; do
         --step-duration) STEP_DURATION=$2; shift 2 ;;
         --latency-rate) LAT_RATE=$2; shift 2 ;;
         --latency-duration) LAT_DURATION=$2; shift 2 ;;
+        --spread-users) SPREAD_USERS=$2; shift 2 ;;
+        --spread-rates) SPREAD_RATES=$2; shift 2 ;;
+        --spread-duration) SPREAD_DURATION=$2; shift 2 ;;
         --body-size) BODY_SIZE=$2; shift 2 ;;
         --tls) TLS=$2; shift 2 ;;
         --servers) SERVERS=$2; shift 2 ;;
@@ -108,10 +120,14 @@ done
 
 isnum() { [[ "$1" =~ ^[0-9]+$ ]]; }
 for v in SESSIONS MSG_USERS STEP_DURATION LAT_RATE LAT_DURATION BODY_SIZE SRC_ADDRS \
-         CONCURRENCY QUIET_WAIT ITERATIONS DISTURB_PCT RETRIES; do
+         CONCURRENCY QUIET_WAIT ITERATIONS DISTURB_PCT RETRIES SPREAD_USERS SPREAD_DURATION; do
     isnum "${!v}" || { echo "$v must be a whole number" >&2; exit 1; }
 done
 [[ "$RATES" =~ ^[0-9]+(,[0-9]+)*$ ]] || { echo "--rates: numbers separated by commas" >&2; exit 1; }
+[[ "$SPREAD_RATES" =~ ^[0-9]+(,[0-9]+)*$ ]] || { echo "--spread-rates: numbers separated by commas" >&2; exit 1; }
+if [[ " $SCENARIOS " == *" spread "* ]] && [ "$BODY_SIZE" -lt 64 ]; then
+    echo "the spread scenario carries the send time in the body: --body-size at least 64" >&2; exit 1
+fi
 case "$TLS" in direct|starttls) ;; *) echo "--tls must be direct or starttls" >&2; exit 1 ;; esac
 case "$CERT_KEY" in ec|rsa) ;; *) echo "--cert-key must be ec or rsa" >&2; exit 1 ;; esac
 case "$PROSODY_AUTH" in hashed|plain) ;; *) echo "--prosody-auth must be hashed or plain" >&2; exit 1 ;; esac
@@ -119,7 +135,7 @@ case "$PROSODY_AUTH" in hashed|plain) ;; *) echo "--prosody-auth must be hashed 
 [ "$RETRIES" -le 5 ] || { echo "--retries at most 5" >&2; exit 1; }
 [ "$ITERATIONS" -ge 4096 ] || { echo "--iterations at least 4096 (petreld's minimum)" >&2; exit 1; }
 NOFILE=$(ulimit -Hn)
-for n in "$SESSIONS" "$MSG_USERS"; do
+for n in "$SESSIONS" "$MSG_USERS" "$SPREAD_USERS"; do
     if [ "$NOFILE" != unlimited ] && [ $((n + 64)) -gt "$NOFILE" ]; then
         echo "$n sessions need more than the $NOFILE open files a process may hold here" >&2
         exit 1
@@ -424,9 +440,12 @@ $certlines
     modules = { $PETREL_MODULES }
 }
 CFG
+    # a petrelctl that makes no store unless asked (--create-store) is asked
+    local mk=()
+    if "$PETRELCTL" --help 2>&1 | grep -q -- --create-store; then mk=(--create-store); fi
     for ((i = 0; i < n; i++)); do
         printf '%s%d@%s %s\n' "$PREFIX" "$i" "$DOMAIN" "$PASSWORD"
-    done | timeout $((120 + n / 50)) "$PETRELCTL" -c "$PETREL_DIR/petrel.conf" adduser --batch \
+    done | timeout $((120 + n / 50)) "$PETRELCTL" -c "$PETREL_DIR/petrel.conf" "${mk[@]}" adduser --batch \
         >>"$PETREL_DIR/petrelctl.log" 2>&1 || {
         log "petrelctl adduser --batch failed:"; tail -n 20 "$PETREL_DIR/petrelctl.log" >&2; return 1; }
 }
@@ -481,6 +500,10 @@ run_loadgen() {     # run_loadgen SERVER SCENARIO PORT ARGS...
     n_rates=$(tr ',' '\n' <<<"$RATES" | wc -l)
     # bound on one generator run: connect phase + every step with its drain
     bound=$((400 + n_rates * (RETRIES + 1) * (STEP_DURATION + 6) + LAT_DURATION))
+    if [ "$scen" = spread ]; then
+        n_rates=$(tr ',' '\n' <<<"$SPREAD_RATES" | wc -l)
+        bound=$((400 + n_rates * (RETRIES + 1) * (SPREAD_DURATION + 6)))
+    fi
     log "$server/$scen: petrel-load $*"
     # run in the background and wait, so that a signal to this script is
     # handled at once (the trap then stops the generator and the server)
@@ -569,6 +592,37 @@ scenario_latency() {
     R[$s.lat_other]=$(jget "$f" messages other_cpu_pct)
 }
 
+# one stanza per write, many senders at low rates: every rate of the list, in
+# order, on the same sessions; stops after the first saturated step
+scenario_spread() {
+    local s=$1 port=$2 f="$RES/$1-spread.jsonl" rc=0 i r line
+    run_loadgen "$s" spread "$port" --shape spread --users "$SPREAD_USERS" --idle-wait 2 \
+        --rate "$SPREAD_RATES" --duration "$SPREAD_DURATION" --drain 5 --stop-on-saturation \
+        --max-other-pct "$DISTURB_PCT" --retries "$RETRIES" || rc=$?
+    if ! grep -q '"kind":"messages"' "$f" 2>/dev/null; then
+        R[$s.note.spread]="generator exit $rc, no result"; return
+    fi
+    i=0
+    for r in ${SPREAD_RATES//,/ }; do
+        i=$((i + 1))
+        line=$(grep '"kind":"messages"' "$f" | grep "\"step\":$i," | tail -n 1)
+        [ -n "$line" ] || continue
+        R[$s.sp_deliv.$r]="$(jget "$f" messages delivered_total "$i")/$(jget "$f" messages sent "$i")"
+        R[$s.sp_p50.$r]=$(jget "$f" messages lat_p50_ms "$i")
+        R[$s.sp_p99.$r]=$(jget "$f" messages lat_p99_ms "$i")
+        R[$s.sp_p999.$r]=$(jget "$f" messages lat_p999_ms "$i")
+        R[$s.sp_max.$r]=$(jget "$f" messages lat_max_ms "$i")
+        R[$s.sp_srv_cpu.$r]=$(jget "$f" messages server_cpu_pct "$i")
+        R[$s.sp_us.$r]=$(jget "$f" messages server_us_per_msg "$i")
+        R[$s.sp_lg_cpu.$r]=$(jget "$f" messages loadgen_cpu_pct "$i")
+        R[$s.sp_other.$r]=$(jget "$f" messages other_cpu_pct "$i")
+        if [[ "$line" == *'"saturated":true'* ]]; then R[$s.sp_p99.$r]="${R[$s.sp_p99.$r]} (saturated)"; fi
+        if [[ "$line" == *'"disturbed":true'* ]]; then
+            R[$s.note.spread]="${R[$s.note.spread]:-}${R[$s.note.spread]:+; }$r/s disturbed by other processes"
+        fi
+    done
+}
+
 # ---------------------------------------------------------------- run
 run_server() {
     local s=$1 scen n
@@ -588,6 +642,7 @@ run_server() {
             sessions) n=$SESSIONS; key=sess_other ;;
             throughput) n=$MSG_USERS; key="" ;;     # repeats disturbed steps itself
             latency) n=$MSG_USERS; key=lat_other ;;
+            spread) n=$SPREAD_USERS; key="" ;;       # repeats disturbed steps itself
             *) log "unknown scenario $scen"; continue ;;
         esac
         for ((try = 0; try <= RETRIES; try++)); do
@@ -660,7 +715,7 @@ TABLE="$RES/table.md"
     echo "date: $START_DATE; $(nproc) CPUs, $(free -g | awk '/^Mem:/ { print $2 }') GiB; server on CPU $SERVER_CPU, generator on CPU $LOADGEN_CPU"
     echo "tls: $TLS; certificate: $CERT_DESC (petreld: $PETREL_CERT_DESC); SASL PLAIN against stored SCRAM keys, $ITERATIONS PBKDF2 iterations (Prosody: internal_$PROSODY_AUTH); body $BODY_SIZE bytes"
     echo "prosody $(dpkg-query -W -f='${Version}' prosody 2>/dev/null || echo '?'); petreld from $PETREL_BIN_DIR, $PETREL_REV"
-    echo "sessions scenario: $SESSIONS sessions; throughput and latency: $MSG_USERS sessions ($((MSG_USERS / 2)) pairs)"
+    echo "sessions scenario: $SESSIONS sessions; throughput and latency: $MSG_USERS sessions ($((MSG_USERS / 2)) pairs); spread: $SPREAD_USERS sessions ($((SPREAD_USERS / 2)) pairs), one stanza per write, 1 ms tick, $SPREAD_DURATION s per rate"
     echo
     echo "| metric | petreld | prosody | petreld/prosody |"
     echo "| --- | --- | --- | --- |"
@@ -691,10 +746,23 @@ TABLE="$RES/table.md"
     row "... server CPU, %" lat_srv_cpu latency
     row "... generator CPU, %" lat_lg_cpu latency
     row "... other processes' CPU, %" lat_other latency noratio
+    if [[ " $SCENARIOS " == *" spread "* ]]; then
+        for r in ${SPREAD_RATES//,/ }; do
+            row "spread ${r}/s: delivered/sent" "sp_deliv.$r" spread noratio
+            row "spread ${r}/s: p50, ms" "sp_p50.$r" spread
+            row "spread ${r}/s: p99, ms" "sp_p99.$r" spread
+            row "spread ${r}/s: p99.9, ms" "sp_p999.$r" spread
+            row "spread ${r}/s: max, ms" "sp_max.$r" spread
+            row "spread ${r}/s: server CPU, % of a core" "sp_srv_cpu.$r" spread
+            row "spread ${r}/s: server CPU per message, us" "sp_us.$r" spread
+            row "spread ${r}/s: generator CPU, %" "sp_lg_cpu.$r" spread
+            row "spread ${r}/s: other processes' CPU, %" "sp_other.$r" spread noratio
+        done
+    fi
     echo
     for s in petreld prosody; do
         [ -z "${R[$s.skip]:-}" ] || echo "- $s: not measured: ${R[$s.skip]}"
-        for scen in sessions throughput latency; do
+        for scen in sessions throughput latency spread; do
             [ -z "${R[$s.note.$scen]:-}" ] || echo "- $s, $scen: ${R[$s.note.$scen]}"
             [ -z "${R[$s.quiet.$scen]:-}" ] || [ "${R[$s.quiet.$scen]}" -le "$QUIET_MAX_PCT" ] ||
                 echo "- $s, $scen: other processes used ${R[$s.quiet.$scen]}% of a core just before the run"

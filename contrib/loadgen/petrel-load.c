@@ -6,8 +6,18 @@
  * resident memory the server needs per idle session, then exchanges 1:1
  * chat messages between pairs (user 2k <-> 2k+1) at a fixed offered rate
  * (optionally a list of rates, stepped one after the other) and reports the
- * delivered rate and the delivery latency (p50/p99/max), with its own CPU
- * time beside the server's.
+ * delivered rate and the delivery latency (p50/p99/p99.9/max), with its own
+ * CPU time beside the server's.
+ *
+ * Two traffic shapes (--shape):
+ *   batch   every --tick-ms (5 ms) the messages due are spread round-robin
+ *           over the senders, and all stanzas of one sender in one tick go
+ *           out in one write (one TLS record): few, larger writes.
+ *   spread  every --tick-ms (1 ms) the messages due are sent by the next
+ *           senders in round-robin order, one message each, each message its
+ *           own SSL_write (its own TLS record) and its own write(); the send
+ *           time is also carried at the start of the body. Many senders at
+ *           low rates, one stanza per write: what real clients do.
  *
  * It only talks to loopback addresses: --server-pid is read from /proc, so
  * the server has to be on this host anyway.
@@ -65,6 +75,7 @@
 /* configuration                                                            */
 
 enum tls_mode { TLS_DIRECT, TLS_STARTTLS };
+enum shape { SHAPE_BATCH, SHAPE_SPREAD };
 
 struct config {
     const char *host;
@@ -96,6 +107,11 @@ struct config {
     double max_other_pct;   /* > 0: a step with more CPU use by others is "disturbed" */
     unsigned retries;       /* repeat a disturbed, saturated step at most this often */
     const char *label;
+    enum shape shape;
+    bool users_set, tick_set;
+    bool tls_drain;         /* read TLS records OpenSSL holds beyond the first (read-ahead) */
+    bool nodelay;           /* TCP_NODELAY on the generator's sockets */
+    unsigned burst;         /* spread: messages a sender sends in its turn, each its own write */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -219,6 +235,8 @@ struct sess {
     uint8_t msg_error;
     uint64_t msg_ts;         /* send timestamp parsed from the current message id */
     uint32_t msg_step;
+    uint8_t bts_len;         /* start of the current body (spread: carries the send time) */
+    char bts[47];
 };
 
 /* ------------------------------------------------------------------------ */
@@ -236,8 +254,13 @@ struct cpu_sample {
 struct step_result {
     double offered;
     uint64_t sent, skipped, rx_window, rx_total, late, errors, corrupt;
+    uint64_t queued;         /* written behind bytes still queued (the socket was full) */
+    uint64_t tls_held;       /* TLS records found in OpenSSL's read-ahead after a read callback */
+    uint64_t tick_late_max;  /* most a send tick fired after its due time, ns */
+    uint64_t notime;         /* ours, but the send time could not be read from the body */
     double window_s;
     double self_cpu_pct, server_cpu_pct, other_cpu_pct;
+    double self_cpu_s, server_cpu_s;
     struct hist h;
     bool saturated;
     bool disturbed;
@@ -289,6 +312,7 @@ static struct {
     char *scratch;
     size_t scratch_cap;
     struct timeval tick_tv;
+    uint64_t last_tick_ns;
     uint64_t now_ns;
     int exit_code;
     bool interrupted;
@@ -513,6 +537,25 @@ static void fail_in_parser(struct sess *s, enum fail_reason why)
     set_action(s, A_FAIL);
 }
 
+/* our message ids (and, with --shape spread, the start of the body):
+ * "<step>.<hex send time>.<seq>" */
+static bool parse_stamp(const char *p, uint32_t *step, uint64_t *ts)
+{
+    if (!(p[0] >= '0' && p[0] <= '9'))
+        return false;
+    char *end;
+    unsigned long st = strtoul(p, &end, 10);
+    if (*end != '.')
+        return false;
+    char *end2;
+    unsigned long long t = strtoull(end + 1, &end2, 16);
+    if (*end2 != '.')
+        return false;
+    *step = (uint32_t)st;
+    *ts = t;
+    return true;
+}
+
 static void on_start(void *ud, const XML_Char *name, const XML_Char **atts)
 {
     struct sess *s = ud;
@@ -528,24 +571,13 @@ static void on_start(void *ud, const XML_Char *name, const XML_Char **atts)
             s->msg_ours = 0;
             s->msg_error = 0;
             s->body_len = 0;
+            s->bts_len = 0;
             const char *type = attr(atts, "type");
             if (type && strcmp(type, "error") == 0)
                 s->msg_error = 1;
             const char *id = attr(atts, "id");
-            /* our ids: "<step>.<hex send time>.<seq>" */
-            if (id && id[0] >= '0' && id[0] <= '9') {
-                char *end;
-                unsigned long step = strtoul(id, &end, 10);
-                if (*end == '.') {
-                    char *end2;
-                    unsigned long long ts = strtoull(end + 1, &end2, 16);
-                    if (*end2 == '.') {
-                        s->msg_ours = 1;
-                        s->msg_step = (uint32_t)step;
-                        s->msg_ts = ts;
-                    }
-                }
-            }
+            if (id && parse_stamp(id, &s->msg_step, &s->msg_ts))
+                s->msg_ours = 1;
         } else if (strcmp(ln, "features") == 0) {
             s->top = T_FEATURES;
             s->flags = 0;
@@ -600,6 +632,13 @@ static void on_chars(void *ud, const XML_Char *txt, int len)
     struct sess *s = ud;
     if (s->flags & FL_IN_BODY) {
         s->body_len += (uint32_t)len;
+        if (G.cfg.shape == SHAPE_SPREAD && s->bts_len < sizeof s->bts - 1) {
+            size_t take = sizeof s->bts - 1 - s->bts_len;
+            if ((size_t)len < take)
+                take = (size_t)len;
+            memcpy(s->bts + s->bts_len, txt, take);
+            s->bts_len = (uint8_t)(s->bts_len + take);
+        }
     } else if (s->flags & FL_IN_MECH) {
         for (int i = 0; i < len; i++) {
             if (s->mech_len < sizeof s->mech)
@@ -707,6 +746,18 @@ static void record_message(struct sess *s)
     if (!s->msg_ours || G.res == NULL)
         return;
     struct step_result *r = &G.res[G.step];
+    if (G.cfg.shape == SHAPE_SPREAD && !s->msg_error) {
+        /* the send time the sender wrote into the body */
+        s->bts[s->bts_len] = '\0';
+        uint32_t st;
+        uint64_t ts;
+        if (parse_stamp(s->bts, &st, &ts)) {
+            s->msg_step = st;
+            s->msg_ts = ts;
+        } else {
+            r->notime++;
+        }
+    }
     if (s->msg_step != G.attempt) {
         r->late++;   /* sent in an earlier step, arrived after its drain */
         return;
@@ -993,6 +1044,35 @@ static void on_read(struct bufferevent *bev, void *arg)
             break;
     }
 
+    /* bufferevent_openssl does one SSL_read per readable event (two when its
+     * input buffer spans two chains), and SSL_read returns one TLS record.
+     * With read-ahead, OpenSSL has taken every record that had arrived from
+     * the socket, so the socket is no longer readable and libevent calls us
+     * again only when the peer sends more: the records behind the first would
+     * wait for the next message to this session (tens of ms at low rates per
+     * session) and show up as server latency. Read them here. */
+    if (G.cfg.tls_drain && s->state >= S_FEAT_AUTH && s->state <= S_BOUND && s->action == A_NONE) {
+        SSL *ssl = bufferevent_openssl_get_ssl(bev);
+        while (ssl && SSL_has_pending(ssl) && s->state >= S_FEAT_AUTH && s->state <= S_BOUND &&
+               s->action == A_NONE) {
+            char buf[16384];
+            ERR_clear_error();
+            int n = SSL_read(ssl, buf, (int)sizeof buf);
+            if (n <= 0) {
+                /* a partial record (the rest comes with the next readable
+                   event) or the end: libevent's next SSL_read reports it */
+                ERR_clear_error();
+                break;
+            }
+            if (G.res && (G.phase == PH_MSG || G.phase == PH_DRAIN))
+                G.res[G.step].tls_held++;
+            if (XML_Parse(s->parser, buf, n, 0) != XML_STATUS_OK && s->action == A_NONE) {
+                s->action = A_FAIL;
+                s->fail_reason = F_PROTOCOL;
+            }
+        }
+    }
+
     enum action a = (enum action)s->action;
     s->action = A_NONE;
     switch (a) {
@@ -1025,7 +1105,7 @@ static bool session_start(struct sess *s)
     if (fd < 0)
         return false;
     int one = 1;
-    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0) {
+    if (G.cfg.nodelay && setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0) {
         close(fd);
         return false;
     }
@@ -1242,6 +1322,7 @@ static void start_step(void)
     G.scheduled = 0;
     G.step_t0 = mono_ns();
     G.step_t1 = G.step_t0 + (uint64_t)(G.cfg.duration * 1e9);
+    G.last_tick_ns = 0;
     cpu_sample(&G.cpu_step0);
 }
 
@@ -1255,6 +1336,8 @@ static bool write_now(struct sess *s, const char *data, size_t len)
 {
     struct evbuffer *out = bufferevent_get_output(s->bev);
     SSL *ssl = bufferevent_openssl_get_ssl(s->bev);
+    if (evbuffer_get_length(out) > 0 && G.res)
+        G.res[G.step].queued++;     /* goes out behind what is queued, maybe in one record with it */
     if (ssl && evbuffer_get_length(out) == 0 && len <= INT_MAX) {
         ERR_clear_error();
         int r = SSL_write(ssl, data, (int)len);
@@ -1294,10 +1377,50 @@ static void send_batch(struct sess *s, unsigned k)
         session_failed(s, F_LOCAL);
 }
 
+/* --shape spread: one message, one SSL_write (one TLS record, one write());
+ * the body starts with "<step>.<hex send time>.<seq>." and is padded to
+ * --body-size, so the receiver reads the send time from what it was sent */
+static void send_one(struct sess *s)
+{
+    struct step_result *r = &G.res[G.step];
+    unsigned peer = (s->idx ^ 1u) + G.cfg.user_offset;
+    size_t need = 256 + strlen(G.cfg.prefix) + strlen(G.cfg.domain) + G.cfg.body_size;
+    if (!ensure_scratch(need)) {
+        r->skipped++;
+        return;
+    }
+    uint64_t now = mono_ns();
+    uint64_t seq = G.seq++;
+    char stamp[64];
+    int sl = snprintf(stamp, sizeof stamp, "%u.%" PRIx64 ".%" PRIu64 ".", G.attempt, now, seq);
+    int n = snprintf(G.scratch, G.scratch_cap,
+                     "<message to='%s%u@%s/load' type='chat' id='%s'><body>", G.cfg.prefix, peer,
+                     G.cfg.domain, stamp);
+    if (sl < 0 || n < 0 || (unsigned)sl > G.cfg.body_size ||
+        (size_t)n + G.cfg.body_size + 20 > G.scratch_cap) {
+        r->skipped++;
+        return;
+    }
+    size_t len = (size_t)n;
+    memcpy(G.scratch + len, stamp, (size_t)sl);
+    memcpy(G.scratch + len + (size_t)sl, G.body + sl, G.cfg.body_size - (size_t)sl);
+    len += G.cfg.body_size;
+    memcpy(G.scratch + len, "</body></message>", 17);
+    len += 17;
+    r->sent++;
+    if (!write_now(s, G.scratch, len))
+        session_failed(s, F_LOCAL);
+}
+
 static void on_tick(evutil_socket_t fd, short ev, void *arg)
 {
     (void)fd; (void)ev; (void)arg;
     uint64_t now = mono_ns();
+    uint64_t period = (uint64_t)G.cfg.tick_ms * 1000000u;
+    if (G.phase == PH_MSG && G.last_tick_ns && now > G.last_tick_ns + period &&
+        now - G.last_tick_ns - period > G.res[G.step].tick_late_max)
+        G.res[G.step].tick_late_max = now - G.last_tick_ns - period;
+    G.last_tick_ns = now;
 
     if (G.phase == PH_DRAIN) {
         struct step_result *r = &G.res[G.step];
@@ -1314,7 +1437,27 @@ static void on_tick(evutil_socket_t fd, short ev, void *arg)
     uint64_t due = target > G.scheduled ? target - G.scheduled : 0;
     G.scheduled = target;
 
-    if (due > 0) {
+    if (due > 0 && G.cfg.shape == SHAPE_SPREAD) {
+        /* the next senders in turn, --burst messages each (1: one), every
+           message its own write */
+        unsigned tries = 0;
+        while (due > 0 && tries < G.nsenders) {
+            struct sess *s = &G.sess[G.senders[G.cursor]];
+            G.cursor = (G.cursor + 1) % G.nsenders;
+            tries++;
+            unsigned k = (unsigned)(due < G.cfg.burst ? due : G.cfg.burst);
+            due -= k;
+            for (unsigned j = 0; j < k; j++) {
+                if (s->state != S_BOUND || G.sess[s->idx ^ 1u].state != S_BOUND ||
+                    evbuffer_get_length(bufferevent_get_output(s->bev)) > MAX_OUTBUF) {
+                    r->skipped += k - j;
+                    break;
+                }
+                send_one(s);
+            }
+        }
+        r->skipped += due;
+    } else if (due > 0) {
         uint64_t per = (due + G.nsenders - 1) / G.nsenders;
         unsigned tries = 0;
         while (due > 0 && tries < G.nsenders) {
@@ -1340,6 +1483,9 @@ static void on_tick(evutil_socket_t fd, short ev, void *arg)
         r->window_s = (double)(G.step_t1 - G.step_t0) / 1e9;
         r->self_cpu_pct = cpu_pct(&G.cpu_step0, &G.cpu_step1, false);
         r->server_cpu_pct = cpu_pct(&G.cpu_step0, &G.cpu_step1, true);
+        r->self_cpu_s = G.cpu_step1.self_s - G.cpu_step0.self_s;
+        r->server_cpu_s = (G.cpu_step0.server_s >= 0 && G.cpu_step1.server_s >= 0)
+                              ? G.cpu_step1.server_s - G.cpu_step0.server_s : -1;
         r->other_cpu_pct = other_pct(&G.cpu_step0, &G.cpu_step1);
     }
 }
@@ -1352,7 +1498,12 @@ static void finish_step(void)
     double delivered_pct = expected > 0 ? 100.0 * delivered_rate * r->window_s / expected : 0;
     double p50 = hist_quantile(&r->h, 0.50) / 1000.0;
     double p99 = hist_quantile(&r->h, 0.99) / 1000.0;
+    double p999 = hist_quantile(&r->h, 0.999) / 1000.0;
     double mx = r->h.max / 1000.0;
+    /* CPU per message: the window's CPU time over the messages delivered in it */
+    double srv_us = r->server_cpu_s >= 0 && r->rx_window > 0
+                        ? 1e6 * r->server_cpu_s / (double)r->rx_window : -1;
+    double lg_us = r->sent > 0 ? 1e6 * r->self_cpu_s / (double)r->sent : -1;
     uint64_t lost = r->sent > r->rx_total + r->errors ? r->sent - r->rx_total - r->errors : 0;
     r->saturated = delivered_pct < G.cfg.min_delivered_pct || p99 > G.cfg.max_p99_ms;
     r->disturbed = G.cfg.max_other_pct > 0 && r->other_cpu_pct > G.cfg.max_other_pct;
@@ -1365,12 +1516,17 @@ static void finish_step(void)
           G.step + 1, G.cfg.nrates, r->offered, r->window_s, G.nsenders, r->sent, r->skipped,
           r->rx_window, delivered_rate, delivered_pct, r->rx_total, lost, r->errors, r->corrupt,
           r->late);
-    logf_("  latency p50 %.3f ms, p99 %.3f ms, max %.3f ms; cpu: load generator %.1f%%, "
-          "server %.1f%%, other processes %.1f%% of a core%s%s%s\n",
-          p50, p99, mx, r->self_cpu_pct, r->server_cpu_pct, r->other_cpu_pct,
+    logf_("  latency p50 %.3f ms, p99 %.3f ms, p99.9 %.3f ms, max %.3f ms; cpu: load generator "
+          "%.1f%%, server %.1f%%, other processes %.1f%% of a core%s%s%s\n",
+          p50, p99, p999, mx, r->self_cpu_pct, r->server_cpu_pct, r->other_cpu_pct,
           r->saturated ? "; SATURATED" : "",
           r->disturbed ? "; DISTURBED by other processes" : "",
           lg_bound ? "; WARNING: load generator above 80% of a core" : "");
+    logf_("  per message: server %.1f us of CPU, load generator %.1f us (send and receive); "
+          "written behind a queue %" PRIu64 ", TLS records held in read-ahead %" PRIu64
+          ", send tick late by at most %.2f ms%s\n",
+          srv_us, lg_us, r->queued, r->tls_held, r->tick_late_max / 1e6,
+          r->notime ? "; WARNING: messages without a send time in the body" : "");
     if (G.cfg.json) {
         printf("{\"kind\":\"messages\",\"label\":\"%s\",\"tls\":\"%s\",\"step\":%u,"
                "\"senders\":%u,\"offered_rate\":%.0f,\"duration_s\":%.3f,\"body_size\":%u,"
@@ -1380,14 +1536,19 @@ static void finish_step(void)
                "\"lat_p50_ms\":%.3f,\"lat_p99_ms\":%.3f,\"lat_max_ms\":%.3f,"
                "\"loadgen_cpu_pct\":%.1f,\"server_cpu_pct\":%.1f,\"other_cpu_pct\":%.1f,"
                "\"saturated\":%s,\"disturbed\":%s,\"try\":%u,\"late\":%" PRIu64 ","
-               "\"loadgen_bound\":%s,\"server_rss_kb\":%ld}\n",
+               "\"loadgen_bound\":%s,\"server_rss_kb\":%ld,\"shape\":\"%s\",\"tick_ms\":%u,"
+               "\"lat_p999_ms\":%.3f,\"server_us_per_msg\":%.2f,\"loadgen_us_per_msg\":%.2f,"
+               "\"queued\":%" PRIu64 ",\"tls_held\":%" PRIu64 ",\"tick_late_max_ms\":%.3f,"
+               "\"notime\":%" PRIu64 "}\n",
                G.cfg.label, G.cfg.tls == TLS_DIRECT ? "direct" : "starttls", G.step + 1,
                G.nsenders, r->offered, r->window_s, G.cfg.body_size, r->sent, r->skipped,
                r->rx_window, r->rx_total, lost, r->errors, r->corrupt, delivered_rate,
                delivered_pct, p50, p99, mx, r->self_cpu_pct, r->server_cpu_pct,
                r->other_cpu_pct, r->saturated ? "true" : "false",
                r->disturbed ? "true" : "false", r->try_no + 1, r->late, lg_bound ? "true" : "false",
-               read_rss_kb(G.cfg.server_pid));
+               read_rss_kb(G.cfg.server_pid), G.cfg.shape == SHAPE_SPREAD ? "spread" : "batch",
+               G.cfg.tick_ms, p999, srv_us, lg_us, r->queued, r->tls_held,
+               r->tick_late_max / 1e6, r->notime);
         fflush(stdout);
     }
 
@@ -1478,12 +1639,17 @@ static void usage(FILE *out)
 "  --port N               server port (5223 for --tls direct, else 5222)\n"
 "  --domain D             XMPP domain (localhost)\n"
 "  --tls direct|starttls  direct TLS (XEP-0368) or STARTTLS (direct)\n"
-"  --users N              sessions to open (2000)\n"
+"  --users N              sessions to open (2000; 1000 with --shape spread)\n"
 "  --user-prefix P        user names are P0 .. P(N-1) (load)\n"
 "  --user-offset O        first user number (0), for several generator processes\n"
 "  --password S           password of every user (secret)\n"
 "  --src-addrs K          bind source addresses 127.0.0.1 .. 127.0.0.K round-robin (0: off)\n"
 "  --rate R[,R2,...]      offered messages/s; a list is run as consecutive steps (0: none)\n"
+"  --shape batch|spread   batch: all stanzas of a sender in one tick in one write (default);\n"
+"                         spread: one message per sender in turn, each its own write and\n"
+"                         TLS record, send time in the body (--body-size at least 64)\n"
+"  --burst B              spread: each sender sends B messages in its turn, each its own\n"
+"                         write and record (1)\n"
 "  --duration S           seconds per rate step (10)\n"
 "  --body-size B          body bytes per message (100)\n"
 "  --server-pid PID       server process, for RSS and CPU from /proc\n"
@@ -1493,7 +1659,7 @@ static void usage(FILE *out)
 "  --drain S              seconds to wait for stragglers after each step (5)\n"
 "  --connect-timeout S    bound on the whole connect phase (300)\n"
 "  --handshake-timeout S  inactivity bound per session while logging in (30)\n"
-"  --tick-ms MS           send timer period (5)\n"
+"  --tick-ms MS           send timer period (5; 1 with --shape spread)\n"
 "  --max-fail-pct P       exit 2 if more sessions failed than this (1.0)\n"
 "  --min-delivered-pct P  a step is saturated below this delivered share (95)\n"
 "  --max-p99-ms MS        ... or above this p99 latency (100)\n"
@@ -1502,6 +1668,11 @@ static void usage(FILE *out)
 "                         (%% of a core) is disturbed (0: never, the default)\n"
 "  --retries N            repeat a disturbed and saturated step at most N times (2)\n"
 "  --label L              label echoed in JSON lines\n"
+"  --tls-pending read|leave  read the TLS records OpenSSL's read-ahead holds after each\n"
+"                         read callback (read, the default), or leave them until the\n"
+"                         socket is readable again (libevent's behaviour; for comparison)\n"
+"  --nodelay on|off       TCP_NODELAY on the generator's sockets (on; off shows what\n"
+"                         Nagle's algorithm and delayed ACKs do to latency)\n"
 "  --json                 print one JSON line per result on stdout (text goes to stderr)\n"
 "exit: 0 ok, 1 usage/setup error, 2 too many session failures, 3 interrupted, 4 deadline\n");
 }
@@ -1583,11 +1754,15 @@ static void parse_args(int argc, char **argv)
     c->max_p99_ms = 100;
     c->label = "";
     c->retries = 2;
+    c->shape = SHAPE_BATCH;
+    c->tls_drain = true;
+    c->nodelay = true;
+    c->burst = 1;
 
     enum { O_HOST = 256, O_PORT, O_DOMAIN, O_TLS, O_USERS, O_PREFIX, O_OFFSET, O_PASSWORD,
            O_SRC, O_RATE, O_DURATION, O_BODY, O_PID, O_CONC, O_JSON, O_PRESENCE, O_IDLE,
            O_DRAIN, O_CTIMEOUT, O_HTIMEOUT, O_TICK, O_MAXFAIL, O_MINDELIV, O_MAXP99, O_STOP,
-           O_LABEL, O_MAXOTHER, O_RETRIES, O_HELP };
+           O_LABEL, O_MAXOTHER, O_RETRIES, O_SHAPE, O_TLSPENDING, O_NODELAY, O_BURST, O_HELP };
     static const struct option opts[] = {
         {"host", required_argument, NULL, O_HOST},
         {"port", required_argument, NULL, O_PORT},
@@ -1617,6 +1792,10 @@ static void parse_args(int argc, char **argv)
         {"label", required_argument, NULL, O_LABEL},
         {"max-other-pct", required_argument, NULL, O_MAXOTHER},
         {"retries", required_argument, NULL, O_RETRIES},
+        {"shape", required_argument, NULL, O_SHAPE},
+        {"tls-pending", required_argument, NULL, O_TLSPENDING},
+        {"nodelay", required_argument, NULL, O_NODELAY},
+        {"burst", required_argument, NULL, O_BURST},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -1634,7 +1813,10 @@ static void parse_args(int argc, char **argv)
             else
                 die("--tls must be direct or starttls");
             break;
-        case O_USERS: c->users = (unsigned)parse_ulong(optarg, "users", 1, 1000000); break;
+        case O_USERS:
+            c->users = (unsigned)parse_ulong(optarg, "users", 1, 1000000);
+            c->users_set = true;
+            break;
         case O_PREFIX: c->prefix = optarg; break;
         case O_OFFSET: c->user_offset = (unsigned)parse_ulong(optarg, "user offset", 0, 100000000); break;
         case O_PASSWORD: c->password = optarg; break;
@@ -1650,7 +1832,35 @@ static void parse_args(int argc, char **argv)
         case O_DRAIN: c->drain = parse_double(optarg, "drain", 0, 600); break;
         case O_CTIMEOUT: c->connect_timeout = parse_double(optarg, "connect timeout", 1, 3600); break;
         case O_HTIMEOUT: c->handshake_timeout = parse_double(optarg, "handshake timeout", 1, 600); break;
-        case O_TICK: c->tick_ms = (unsigned)parse_ulong(optarg, "tick", 1, 1000); break;
+        case O_TICK:
+            c->tick_ms = (unsigned)parse_ulong(optarg, "tick", 1, 1000);
+            c->tick_set = true;
+            break;
+        case O_SHAPE:
+            if (strcmp(optarg, "batch") == 0)
+                c->shape = SHAPE_BATCH;
+            else if (strcmp(optarg, "spread") == 0)
+                c->shape = SHAPE_SPREAD;
+            else
+                die("--shape must be batch or spread");
+            break;
+        case O_BURST: c->burst = (unsigned)parse_ulong(optarg, "burst", 1, 10000); break;
+        case O_NODELAY:
+            if (strcmp(optarg, "on") == 0)
+                c->nodelay = true;
+            else if (strcmp(optarg, "off") == 0)
+                c->nodelay = false;
+            else
+                die("--nodelay must be on or off");
+            break;
+        case O_TLSPENDING:
+            if (strcmp(optarg, "read") == 0)
+                c->tls_drain = true;
+            else if (strcmp(optarg, "leave") == 0)
+                c->tls_drain = false;
+            else
+                die("--tls-pending must be read or leave");
+            break;
         case O_MAXFAIL: c->max_fail_pct = parse_double(optarg, "max fail pct", 0, 100); break;
         case O_MINDELIV: c->min_delivered_pct = parse_double(optarg, "min delivered pct", 0, 100); break;
         case O_MAXP99: c->max_p99_ms = parse_double(optarg, "max p99", 0, 1e6); break;
@@ -1668,6 +1878,14 @@ static void parse_args(int argc, char **argv)
     }
     if (c->port == 0)
         c->port = c->tls == TLS_DIRECT ? 5223 : 5222;
+    if (c->shape == SHAPE_SPREAD) {
+        if (!c->users_set)
+            c->users = 1000;
+        if (!c->tick_set)
+            c->tick_ms = 1;
+        if (c->body_size < 64)
+            die("--shape spread carries the send time in the body: --body-size at least 64");
+    }
     for (const char *p = c->label; *p; p++)
         if (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20)
             die("--label must not contain quotes, backslashes or control characters");
