@@ -1318,3 +1318,54 @@ xml_stream_free(struct xml_stream **sp)
     free(s);
     *sp = NULL;
 }
+
+/* ---- one element from bytes ------------------------------------------------------ */
+
+struct parse1 {
+    struct xml_node *el;
+    int count, failed;
+};
+
+static void
+parse1_element(void *ud, struct xml_node *el)
+{
+    struct parse1 *p = ud;
+    if (p->el == NULL)
+        p->el = el;
+    else
+        arena_free(&el->arena);
+    p->count++;
+}
+
+static void
+parse1_error(void *ud, enum xml_error err, const char *detail)
+{
+    (void)err;
+    (void)detail;
+    ((struct parse1 *)ud)->failed = 1;
+}
+
+struct xml_node *
+xml_parse_element(const void *data, size_t len, size_t max_bytes)
+{
+    /* the bytes are the one child of a wrapper in the content namespace, the
+     * way xml_serialize(..., XML_NS_CLIENT) wrote them: an element written
+     * without an xmlns (one in jabber:client) comes back in XML_NS_CONTENT */
+    static const struct xml_stream_cb cb = { NULL, parse1_element, NULL, parse1_error };
+    static const char wrapper[] = "<r xmlns='" XML_NS_CLIENT "'>";
+    if (len == 0 || len > max_bytes)
+        return NULL;
+    struct xml_limits lim = { max_bytes, 64, 256 };
+    struct parse1 p = { NULL, 0, 0 };
+    struct xml_stream *s = xml_stream_new(&cb, &p, &lim, XML_NS_CLIENT);
+    if (s == NULL)
+        return NULL;
+    if (xml_stream_feed(s, wrapper, sizeof wrapper - 1) < 0 || xml_stream_feed(s, data, len) < 0)
+        p.failed = 1;
+    int partial = xml_stream_depth(s) > 1;
+    xml_stream_free(&s);
+    int ok = !p.failed && p.count == 1 && !partial;
+    if (!ok && p.el)
+        arena_free(&p.el->arena);
+    return ok ? p.el : NULL;
+}

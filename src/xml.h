@@ -162,5 +162,11 @@ size_t xml_parser_pool_count(void);
 size_t xml_parser_pool_bytes(void);
 void   xml_parser_pool_drain(void);         /* free the pool of idle parsers (at exit) */
 void xml_stream_free(struct xml_stream **s);
+/* One element (and what is inside it) from bytes as xml_serialize(...,
+ * XML_NS_CLIENT) wrote them: XML a module stored (a private element, a
+ * vCard). NULL when it is not exactly one well-formed element within
+ * max_bytes (64 levels, 256 attributes per element). Free with
+ * arena_free(&el->arena). */
+struct xml_node *xml_parse_element(const void *data, size_t len, size_t max_bytes);
 
 #endif

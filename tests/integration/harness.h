@@ -254,6 +254,7 @@ extern const struct test t_xml_tests[];         /* t_xml.c: stream header and na
 extern const struct test t_modules_tests[];     /* t_modules.c: modules on the public API */
 extern const struct test t_services_tests[];    /* t_services.c: service domains, server-wide modules */
 extern const struct test t_sessions_tests[];    /* t_sessions.c: sessions, the stream engine */
+extern const struct test t_storage_tests[];     /* t_storage.c: private XML and vCard storage */
 
 /* ---- more for the store and data-folder tests (t_store.c) --------------------------------------- */
 /* A free TCP port on 127.0.0.1 (0 if none); whether one accepts connections. */
