@@ -477,6 +477,15 @@ pt_state(struct pt_mod *m, size_t size)
 }
 const char *pt_host(const struct pt_mod *m) { return m->host->kind == HOST_SERVER ? NULL : m->host->name; }
 int pt_host_is_service(const struct pt_mod *m) { return m->host->kind == HOST_SERVICE; }
+
+int
+pt_domain_kind(const struct pt_mod *m, const char *domain)
+{
+    struct host *h = domain ? server_host(m->srv, domain) : NULL;
+    if (h == NULL)
+        return PT_DOMAIN_REMOTE;
+    return h->kind == HOST_SERVICE ? PT_DOMAIN_SERVICE : PT_DOMAIN_HOST;
+}
 const char *pt_module_name(const struct pt_mod *m) { return m->def->name; }
 
 static int

@@ -396,6 +396,10 @@ static inline uint64_t pt_be64_get(const unsigned char *p)
  * walks the sessions of every host. A module that makes sense only per host
  * returns PT_EINVAL from init() when pt_host(m) is NULL (mod_disco does). */
 int  pt_host_is_service(const struct pt_mod *m);
+/* Where a domain is served: PT_DOMAIN_REMOTE (not by this server),
+ * PT_DOMAIN_HOST (a user host of this server), PT_DOMAIN_SERVICE. */
+enum { PT_DOMAIN_REMOTE = 0, PT_DOMAIN_HOST = 1, PT_DOMAIN_SERVICE = 2 };
+int  pt_domain_kind(const struct pt_mod *m, const char *domain);
 /* Only inside init(): a disco#info identity (XEP-0030 category and type, e.g.
  * "conference", "text") for the instance's host or service; name may be NULL,
  * and on a service is then the service's `name` option. 0, PT_EINVAL, PT_ENOMEM. */

@@ -389,12 +389,15 @@ int
 pt_user_sessions(struct pt_mod *m, const char *bare, int (*fn)(struct pt_mod *m, struct pt_session *s, void *arg),
                  void *arg)
 {
+    /* a snapshot: fn may send, and a send may end any session of the account */
+    struct dir_entry d[SESSION_MAX_RESOURCES];
+    size_t nd = directory_sessions(m->srv, bare, d, SESSION_MAX_RESOURCES);
     int n = 0;
-    struct pt_session *next;
-    for (struct pt_session *s = sessions_of(m->srv, bare); s; s = next) {
-        next = s->user_next;        /* fn may close s */
+    for (size_t i = 0; i < nd; i++) {
+        if (d[i].local == NULL || !d[i].local->registered)
+            continue;
         n++;
-        if (fn && fn(m, s, arg))
+        if (fn && fn(m, d[i].local, arg))
             break;
     }
     return n;
