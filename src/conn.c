@@ -309,7 +309,6 @@ conn_write(struct conn *c, const char *data, size_t len)
 
 size_t conn_queued(const struct conn *c) { return c->queued; }
 const char *conn_peer(const struct conn *c) { return c->peer; }
-uint64_t conn_id(const struct conn *c) { return c->id; }
 int conn_tls(const struct conn *c) { return c->tls_bev || c->starttls_pending; }
 
 SSL *

@@ -95,7 +95,6 @@ int  conn_tls(const struct conn *c);                /* TLS now, or coming up */
 SSL *conn_ssl(struct conn *c);                      /* once TLS is up; else NULL */
 const char *conn_peer(const struct conn *c);        /* the peer's address, for logs */
 size_t conn_queued(const struct conn *c);           /* output bytes not yet written */
-uint64_t conn_id(const struct conn *c);
 
 /* Before binding: deadlines (first byte, TLS handshake, handshake_timeout
  * from connecting) and the cap on such connections. The owner says when its

@@ -27,12 +27,6 @@ log_init(enum log_level level, int use_syslog, const char *ident)
 void log_set_level(enum log_level level) { cur_level = level; }
 enum log_level log_get_level(void) { return cur_level; }
 
-const char *
-log_level_name(enum log_level level)
-{
-    return (unsigned)level <= LOG_LVL_DEBUG ? level_names[level] : "?";
-}
-
 int
 log_level_parse(const char *name, enum log_level *out)
 {

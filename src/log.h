@@ -14,7 +14,6 @@ void log_init(enum log_level level, int use_syslog, const char *ident);
 void log_set_level(enum log_level level);
 enum log_level log_get_level(void);
 int  log_level_parse(const char *name, enum log_level *out);   /* 0 or -1 */
-const char *log_level_name(enum log_level level);
 
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void log_vmsg(enum log_level level, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));

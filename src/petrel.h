@@ -74,7 +74,6 @@ enum pt_event_kind {
     PT_EV_SESSION_RESUMED,
     PT_EV_SESSION_ENDED,                /* fired before the session is freed */
     PT_EV_PRESENCE_CHANGED,             /* the session's own presence changed */
-    PT_EV_MESSAGE_ARCHIVED,
     PT_EV_USER_DELETED,                 /* stanza NULL; session NULL; see pt_event.jid */
     PT_EV__COUNT
 };
@@ -198,7 +197,9 @@ void *pt_session_data(struct pt_mod *m, struct pt_session *s, size_t size);
 int  pt_session_send(struct pt_session *s, struct pt_stanza *st);
 /* Close with a stream error condition (e.g. "connection-timeout"); deferred, safe in handlers. */
 void pt_session_close(struct pt_session *s, const char *condition);
-/* Sessions on this host idle for at least min_idle_ms, longest idle first, until fn returns nonzero. */
+/* Sessions idle for at least min_idle_ms (on this host; every host for a
+ * server-wide instance; hibernating ones included), longest idle first,
+ * until fn returns nonzero. */
 void pt_sessions_idle(struct pt_mod *m, uint64_t min_idle_ms,
                       int (*fn)(struct pt_mod *m, struct pt_session *s, void *arg), void *arg);
 /* Every bound session of the account bare (in order of binding, newest
@@ -234,15 +235,18 @@ int  pt_session_write(struct pt_session *s, struct pt_stanza *st);
 int  pt_session_hibernating(const struct pt_session *s);
 /* The session fresh (authenticated, not bound: its stream) takes over old
  * (hibernating, same account): fresh ends quietly, old is attached to
- * fresh's connection and fires PT_EV_SESSION_RESUMED. 0 or PT_E*. */
+ * fresh's connection and fires PT_EV_SESSION_RESUMED. PT_EINVAL when fresh's
+ * stream has not authenticated, or as another account than old's (checked by
+ * the core), or old is not hibernating. 0 or PT_E*. */
 int  pt_session_resume(struct pt_mod *m, struct pt_session *fresh, struct pt_session *old);
 /* End a session: a clean close, or for a hibernating one, the end. */
 void pt_session_end(struct pt_session *s);
 
 /* ---- SASL mechanisms from modules --------------------------------------------------
  * Besides the core's SCRAM and PLAIN, a module adds mechanisms (EXTERNAL with
- * a client certificate, FAST tokens), offered first, on the host it is
- * enabled on. Only in init(). */
+ * a client certificate once the core exposes it, FAST tokens), offered
+ * first, on the user host it is enabled on (PT_EINVAL server-wide or on a
+ * service). Only in init(). */
 enum pt_sasl_result { PT_SASL_CONTINUE = 1, PT_SASL_SUCCESS = 0, PT_SASL_FAILURE = -1 };
 struct pt_sasl_mech {
     const char *name;                   /* "EXTERNAL" */
@@ -251,8 +255,8 @@ struct pt_sasl_mech {
     /* One client message: in == NULL for "no initial response" (then in the
      * first call only). *state is the module's, NULL at first. CONTINUE: set
      * *out and *outlen (the challenge; the module's until the next call).
-     * SUCCESS: set *username (a node of the host; the module's until it
-     * returns) and optionally *out (additional data). FAILURE: set
+     * SUCCESS: set *username (a node of the host; it must stay valid until
+     * the mechanism's end() is called) and optionally *out (additional data). FAILURE: set
      * *condition (RFC 6120 6.5; "not-authorized" counts as a wrong password
      * for the failed-login throttle). */
     enum pt_sasl_result (*step)(struct pt_mod *m, struct pt_session *s, void **state, const uint8_t *in,
@@ -437,8 +441,8 @@ int  pt_defer(struct pt_mod *m, pt_timer_fn fn, void *arg);
 
 /* ---- DNS ---------------------------------------------------------------------
  * Look-ups through c-ares on the loop: the callback runs later, never inside
- * the call. Each try is bounded (2 s, 2 tries: an answer or PT_ETIMEDOUT within
- * about 6 s). A query in flight when its instance is unloaded is dropped: its
+ * the call. Each try is bounded (2 s, then 4 s), and each query has a deadline
+ * of its own: an answer or PT_ETIMEDOUT within 8 s. A query in flight when its instance is unloaded is dropped: its
  * callback never runs. status: 0, PT_ENOTFOUND (no such name, or no record of
  * that type: for SRV, fall back to the domain's A/AAAA, RFC 6120 3.2.2),
  * PT_ETIMEDOUT, PT_ENOMEM or PT_ERROR (the server failed or refused); list

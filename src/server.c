@@ -116,17 +116,6 @@ server_auth_ok(struct server *srv, const char *addr)
         free(hash_del(srv->auth_fail, addr));
 }
 
-unsigned
-server_auth_delay_ms(struct server *srv, const char *addr)
-{
-    struct auth_fail *f = hash_get(srv->auth_fail, addr);
-    if (f == NULL || f->count < srv->conf->auth_fail_limit)
-        return 0;
-    unsigned over = f->count - srv->conf->auth_fail_limit;
-    unsigned ms = over >= 5 ? AUTH_MAX_DELAY_MS : 1000u << over;
-    return ms > AUTH_MAX_DELAY_MS ? AUTH_MAX_DELAY_MS : ms;
-}
-
 int
 server_auth_slot(struct server *srv, const char *addr, uint64_t *wait_ms)
 {

@@ -129,10 +129,9 @@ void server_conn_closed(struct server *srv, const char *addr);
 /* failed logins, per peer address */
 void     server_auth_failed(struct server *srv, const char *addr);
 void     server_auth_ok(struct server *srv, const char *addr);
-unsigned server_auth_delay_ms(struct server *srv, const char *addr);
 /* A login attempt from addr: 0 with *wait_ms = 0 when addr is not throttled;
  * 0 with the time to hold the attempt when it is (attempts of one address are
- * answered one after the other, each server_auth_delay_ms() after the last,
+ * answered one after the other, each 1, 2, 4, ... 30 s after the last,
  * however many connections they come on); -1 when that wait would exceed the
  * longest delay: refuse the attempt at once. */
 int      server_auth_slot(struct server *srv, const char *addr, uint64_t *wait_ms);

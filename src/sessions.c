@@ -411,6 +411,13 @@ pt_session_resume(struct pt_mod *m, struct pt_session *fresh, struct pt_session 
     if (st == NULL || fresh->bound || !old->hibernating || old->closing || !old->registered ||
         old->host != fresh->host || old->ops != fresh->ops)
         return PT_EINVAL;
+    /* only the account's own login takes its session over: the fresh stream
+     * has authenticated, as the node of the hibernating session */
+    if (!st->authed || st->authcid == NULL || strcmp(st->authcid, old->jid.node) != 0) {
+        log_warnx("%s: resume refused: the new stream from %s is not authenticated as this account", old->jid.full,
+                  fresh->peer);
+        return PT_EINVAL;
+    }
     stream_adopt(st, old);
     log_info("%s: resumed on a new connection from %s", old->jid.full, old->peer);
     events_fire(old->host, PT_EV_SESSION_RESUMED, old, NULL, &old->jid);

@@ -905,7 +905,9 @@ process_element(struct stream *st, struct xml_node *el)
 int
 pt_sasl_add(struct pt_mod *m, const struct pt_sasl_mech *mech)
 {
-    if (!m->in_init || m->host == NULL || mech == NULL || mech->name == NULL || mech->step == NULL)
+    /* client logins are a user host's: a server-wide or service instance has no stream to offer it on */
+    if (!m->in_init || m->host == NULL || m->host->kind != HOST_USER || mech == NULL || mech->name == NULL ||
+        mech->step == NULL)
         return PT_EINVAL;
     size_t n = 0;
     for (struct sasl_ext *e = m->host->sasl_exts; e; e = e->next) {

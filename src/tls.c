@@ -43,7 +43,7 @@ tls_ctx_new(const char *cert_file, const char *key_file, char *err, size_t errle
     }
     SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_RENEGOTIATION |
                                  SSL_OP_NO_COMPRESSION);
-    /* an idle session keeps no TLS buffers (DESIGN.md: idle sessions cost little) */
+    /* an idle session keeps no TLS buffers: idle sessions must cost little (doc/performance.md) */
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     /* no per-session state kept in a server cache: TLS 1.3 resumption uses stateless tickets */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
@@ -413,8 +413,3 @@ tls_cb_unique(SSL *ssl, uint8_t *out, size_t *len)
     return 0;
 }
 
-const char *
-tls_sni(SSL *ssl)
-{
-    return SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-}

@@ -37,6 +37,5 @@ int tls_cb_endpoint(SSL *ssl, uint8_t *out, size_t *len);
  * only (RFC 9266: not defined for TLS 1.3, where tls-exporter serves). 0 or -1. */
 int tls_cb_unique(SSL *ssl, uint8_t *out, size_t *len);
 /* The server name the client asked for with SNI, or NULL. */
-const char *tls_sni(SSL *ssl);
 
 #endif

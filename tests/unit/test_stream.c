@@ -311,20 +311,28 @@ cl_close(struct cl *c)
     c->fd = -1;
 }
 
-/* Header, X-TEST login as romeo, restart: features with bind read. */
+/* Header, X-TEST login as the node b64 names, restart: features with bind read. */
 static void
-cl_login(struct cl *c)
+cl_login_as(struct cl *c, const char *b64)
 {
+    char auth[200];
     cl_connect(c);
     cl_send(c, HDR);
     assert_true(cl_wait(c, "<mechanism>X-TEST</mechanism>", 3000));
     assert_true(cl_wait(c, "</stream:features>", 3000));
-    cl_send(c, "<auth xmlns='" NS_SASL "' mechanism='X-TEST'>cm9tZW8=</auth>");      /* "romeo" */
+    snprintf(auth, sizeof auth, "<auth xmlns='" NS_SASL "' mechanism='X-TEST'>%s</auth>", b64);
+    cl_send(c, auth);
     assert_true(cl_wait(c, "<challenge xmlns='" NS_SASL "'>cHJvb2Y/</challenge>", 3000));  /* "proof?" */
     cl_send(c, "<response xmlns='" NS_SASL "'>b2s=</response>");                      /* "ok" */
     assert_true(cl_wait(c, "<success xmlns='" NS_SASL "'>", 3000));
     cl_send(c, HDR);
     assert_true(cl_wait(c, "<bind xmlns='" NS_BIND "'/>", 3000));
+}
+
+static void
+cl_login(struct cl *c)
+{
+    cl_login_as(c, "cm9tZW8=");         /* "romeo" */
 }
 
 static void
@@ -535,6 +543,20 @@ test_hibernate_and_resume(void **state)
     /* still routable: the filter holds what comes */
     route_message("romeo@localhost/phone", "while-away");
     assert_int_equal(T.nheld, 1);
+    /* another account cannot take it over */
+    struct cl e;
+    cl_login_as(&e, "dHliYWx0");         /* "tybalt" */
+    cl_send(&e, "<resume xmlns='urn:test:seams'/>");
+    pump(100);
+    assert_int_equal(T.resume_rc, (unsigned)-PT_EINVAL);
+    assert_int_equal(T.resumed, 0);
+    assert_ptr_equal(T.kept, s);
+    assert_true(pt_session_hibernating(s));
+    cl_read(&e);
+    assert_null(strstr(e.buf, "<resumed"));
+    cl_close(&e);
+    pump(50);
+    T.resume_rc = 0;
     /* a new stream, same account, resumes it before binding */
     cl_login(&d);
     cl_send(&d, "<resume xmlns='urn:test:seams'/>");
