@@ -7,6 +7,7 @@
 extern const struct pt_module mod_disco;
 extern const struct pt_module mod_ping;
 extern const struct pt_module mod_private;
+extern const struct pt_module mod_register;
 extern const struct pt_module mod_time;
 extern const struct pt_module mod_uptime;
 extern const struct pt_module mod_vcard;
@@ -16,6 +17,7 @@ const struct pt_module *const pt_builtin_modules[] = {
     &mod_disco,
     &mod_ping,
     &mod_private,
+    &mod_register,
     &mod_time,
     &mod_uptime,
     &mod_vcard,

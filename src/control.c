@@ -1,14 +1,15 @@
 /* control.c — see control.h. Commands:
  *   sessions           one line per session: jid kind peer idle-seconds priority available
  *   kick JID           close the sessions of a bare or full JID (after passwd)
- *   deluser JID        delete the account: its sessions end, modules hear
- *                      PT_EV_USER_DELETED (and drop what they keep for it)
+ *   deluser JID        delete the account (accounts.c): modules hear
+ *                      PT_EV_USER_DELETED (and drop what they keep for it),
+ *                      its sessions end once the deletion is durable
  *   stats              connections, bound sessions */
 #include "config.h"
 #include "control.h"
+#include "accounts.h"
 #include "log.h"
 #include "server.h"
-#include "module.h"
 #include "session.h"
 #include "xml.h"
 
@@ -88,17 +89,11 @@ deluser(struct server *srv, const char *arg, struct evbuffer *out)
         evbuffer_add_printf(out, "error: not a host of this server\n");
         return;
     }
-    int rc = store_account_del(srv->store, j.bare);
-    if (rc == 0) {
-        for (struct pt_session *s = sessions_of(srv, j.bare), *next; s; s = next) {
-            next = s->user_next;
-            s->ops->close(s, "not-authorized");
-        }
-        /* the modules' clean-up (pt_db_del_prefix) goes into the same commit
-         * as the account: both, or neither */
-        events_fire(h, PT_EV_USER_DELETED, NULL, NULL, &j);
+    /* the account and the modules' clean-up in one commit, now; its
+     * sessions are closed once that commit is durable */
+    int rc = account_delete(srv, h, &j);
+    if (rc == 0)
         rc = store_commit(srv->store);
-    }
     if (rc == PT_ENOTFOUND) {
         evbuffer_add_printf(out, "error: no such account\n");
     } else if (rc < 0) {

@@ -28,6 +28,13 @@
  *   "stream-features"                        features offered after authentication (before bind):
  *                                            the handler adds children to the <stream:features/>
  *                                            it gets and returns PT_PASS so others can add theirs
+ *   "stream-features-preauth"                the same for the features offered before authentication
+ *                                            (only where the client may authenticate: over TLS, or
+ *                                            anywhere without require_encryption)
+ *   "preauth-iq/<xmlns>:<name>"              an iq before authentication (in-band registration): s is
+ *                                            the unbound session (no JID; pt_session_peer works), the
+ *                                            iq is as received (no from); answer with
+ *                                            pt_session_write(). Unhandled: stream error <not-authorized/>
  * An iq-get or iq-set nobody handles gets <service-unavailable/> from the core.
  *
  * Service domains (`service "conference.example.org"` in the config: no
@@ -383,6 +390,45 @@ static inline uint64_t pt_be64_get(const unsigned char *p)
 {
     return (uint64_t)pt_be32_get(p) << 32 | pt_be32_get(p + 4);
 }
+
+/* ---- accounts ------------------------------------------------------------------
+ * The accounts of user hosts (schemas/accounts.md), for modules that manage
+ * them: in-band registration, admin commands. `bare` is "node@domain"; the
+ * node is nodeprep'ed and the domain nameprep'ed here. The domain must be the
+ * instance's own host (a server-wide instance: any user host), else PT_EINVAL,
+ * as for a node that nodeprep refuses or a JID longer than PT_DB_KEY_MAX bytes.
+ * The store keeps SCRAM credentials only, derived here from the password
+ * (SASLprep, then PBKDF2 with the server's scram_iterations); the password is
+ * neither kept nor logged. Writes go into the turn's write transaction like
+ * pt_db_* writes: nothing is durable before the turn's commit, so answer the
+ * client from a pt_on_durable() callback with ok = 1. */
+/* 1 if the account exists, 0 if not; PT_EINVAL, PT_ESTORE (unreadable). */
+int pt_account_exists(struct pt_mod *m, const char *bare);
+/* A new account with this password. 0, PT_EEXIST (the name is taken),
+ * PT_EINVAL (bare, or a password SASLprep refuses: empty, prohibited
+ * characters), PT_ESTORE. */
+int pt_account_create(struct pt_mod *m, const char *bare, const char *password);
+/* A new password for an existing account (new salts; the creation time is
+ * kept). The account's sessions stay: close them yourself if that is the
+ * policy. 0, PT_ENOTFOUND, PT_EINVAL, PT_ESTORE. */
+int pt_account_passwd(struct pt_mod *m, const char *bare, const char *password);
+/* Delete the account, as `petrelctl deluser` does: PT_EV_USER_DELETED fires
+ * on its host during the call (what the handlers write joins the same commit:
+ * the account and every module's data for it go together, or neither); once
+ * the commit is durable, after the turn's pt_on_durable() callbacks have run,
+ * every session of the account is closed with <not-authorized/>, so a reply
+ * sent from such a callback reaches the client before its stream closes. If
+ * the commit fails, the account and its sessions stay. 0, PT_ENOTFOUND,
+ * PT_EINVAL, PT_ESTORE, PT_ENOMEM. */
+int pt_account_delete(struct pt_mod *m, const char *bare);
+/* The host's `allow_registration` option (0 on a service and server-wide). */
+int pt_registration_allowed(const struct pt_mod *m);
+/* The server's `require_encryption` option: no authentication before TLS. */
+int pt_encryption_required(const struct pt_mod *m);
+/* The IP address of the session's peer ("192.0.2.1", "2001:db8::1"; an IPv4
+ * client on an IPv6 listener may show as "::ffff:192.0.2.1"), for limits and
+ * logs; "-" (or "") when there is none. Also before authentication (pre-auth hooks). */
+const char *pt_session_peer(const struct pt_session *s);
 
 /* ---- hosts, services, server-wide modules --------------------------------------
  * An instance lives on a user host (accounts, client logins), on a service

@@ -3,6 +3,7 @@
  * live sessions are asked for over the control socket. It never makes a store
  * unless asked (--create-store), and never takes petreld's data-folder lock. */
 #include "config.h"
+#include "accounts.h"
 #include "conf.h"
 #include "control.h"
 #include "jid.h"
@@ -147,19 +148,15 @@ read_password(char *buf, size_t len)
 }
 
 static int
-set_password(const char *bare, const char *password, int replace, uint64_t created)
+set_password(const char *bare, const char *password, int replace)
 {
-    struct account a;
-    int rc = account_make(&a, password, conf->scram_iterations);
-    if (rc == 0 && created)
-        a.created = created;
-    if (rc == 0)
-        rc = store_account_put(store, bare, &a, replace);
-    OPENSSL_cleanse(&a, sizeof a);
+    int rc = account_set_password(store, bare, password, conf->scram_iterations, replace);
     if (rc == 0)
         rc = store_commit(store);
     if (rc == PT_EEXIST)
         fprintf(stderr, "petrelctl: %s already exists\n", bare);
+    else if (rc == PT_ENOTFOUND)
+        fprintf(stderr, "petrelctl: no account %s\n", bare);
     else if (rc == PT_EINVAL)
         fprintf(stderr, "petrelctl: the password for %s is not valid (empty or not UTF-8)\n", bare);
     else if (rc < 0)
@@ -189,7 +186,7 @@ cmd_adduser(int argc, char **argv)
                 bad++;
                 continue;
             }
-            if (set_password(j.bare, sp + 1, 0, 0) == 0)
+            if (set_password(j.bare, sp + 1, 0) == 0)
                 n++;
             else
                 bad++;
@@ -212,7 +209,7 @@ cmd_adduser(int argc, char **argv)
         jid_clear(&j);
         return 1;
     }
-    int rc = set_password(j.bare, pw, 0, 0);
+    int rc = set_password(j.bare, pw, 0);
     OPENSSL_cleanse(pw, sizeof pw);
     if (rc == 0)
         printf("created %s\n", j.bare);
@@ -232,19 +229,20 @@ cmd_passwd(int argc, char **argv)
     char pw[1024];
     if (check_jid(argv[1], &j) < 0)
         return 1;
-    if (store_account_get(store, j.bare, &a) != 0) {
+    /* before asking for the password; set_password keeps its creation time */
+    int found = store_account_get(store, j.bare, &a) == 0;
+    OPENSSL_cleanse(&a, sizeof a);
+    if (!found) {
         fprintf(stderr, "petrelctl: no account %s\n", j.bare);
         jid_clear(&j);
         return 1;
     }
-    uint64_t created = a.created;
-    OPENSSL_cleanse(&a, sizeof a);
     if (read_password(pw, sizeof pw) < 0) {
         fprintf(stderr, "petrelctl: no password given on stdin\n");
         jid_clear(&j);
         return 1;
     }
-    int rc = set_password(j.bare, pw, 1, created);
+    int rc = set_password(j.bare, pw, 1);
     if (rc == 0) {
         /* sessions logged in with the old password end */
         char cmd[2100];

@@ -949,3 +949,9 @@ pt_session_tls(const struct pt_session *s)
 {
     return s->conn && conn_tls(s->conn);
 }
+
+const char *
+pt_session_peer(const struct pt_session *s)
+{
+    return s->peer;
+}

@@ -255,6 +255,7 @@ extern const struct test t_modules_tests[];     /* t_modules.c: modules on the p
 extern const struct test t_services_tests[];    /* t_services.c: service domains, server-wide modules */
 extern const struct test t_sessions_tests[];    /* t_sessions.c: sessions, the stream engine */
 extern const struct test t_storage_tests[];     /* t_storage.c: private XML and vCard storage */
+extern const struct test t_register_tests[];    /* t_register.c: in-band registration (XEP-0077) */
 
 /* ---- more for the store and data-folder tests (t_store.c) --------------------------------------- */
 /* A free TCP port on 127.0.0.1 (0 if none); whether one accepts connections. */

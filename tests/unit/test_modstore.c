@@ -9,6 +9,8 @@
  * nothing, at unload, and callbacks that write leave no write txn open);
  * del_prefix and PT_EV_USER_DELETED, also for an account deleted by the real
  * petrelctl while the server was "stopped" (the record processed at start);
+ * the account calls (pt_account_*: names, credentials, a deletion's event,
+ * commit and closed sessions in that order);
  * big-endian helpers; keys over 511 bytes refused.
  *
  * The fixture is a struct server without sockets (as in test_module.c): an
@@ -44,6 +46,7 @@
 #include "modstore.h"
 #include "petrel.h"
 #include "server.h"
+#include "session.h"
 #include "store.h"
 
 #define MAP_DEFAULT ((size_t)16 << 20)
@@ -1243,6 +1246,151 @@ test_user_deleted_event(void **state)
     assert_int_equal(count_owner("example.org", "alice@example.org"), 2);
 }
 
+/* ---- the account calls (petrel.h, "accounts") ---------------------------------------- */
+
+/* A bound session that records how it was closed, and in which order. */
+static struct {
+    struct pt_session s;
+    unsigned closes, close_seq;
+    char cond[32];
+} FS;
+static unsigned acct_seq, acct_durable_seq;
+
+static int
+fs_send(struct pt_session *s, const char *data, size_t len)
+{
+    (void)s;
+    (void)data;
+    (void)len;
+    return 0;
+}
+
+static void
+fs_close(struct pt_session *s, const char *condition)
+{
+    FS.closes++;
+    FS.close_seq = ++acct_seq;
+    snprintf(FS.cond, sizeof FS.cond, "%s", condition ? condition : "");
+    s->closing = 1;
+    session_unregister(s);
+}
+
+static const struct session_ops fs_ops = { fs_send, fs_close, NULL, "fake" };
+
+static void
+acct_durable(struct pt_mod *m, void *arg, int ok)
+{
+    (void)m;
+    *(int *)arg = ok;
+    acct_durable_seq = ++acct_seq;
+}
+
+/* Do the stored credentials of bare come from password (every hash)? */
+static int
+creds_from(const char *bare, const char *password)
+{
+    struct account a;
+    assert_int_equal(store_account_get(F->srv.store, bare, &a), 0);
+    int same = 1;
+    for (int h = 0; h < SASL_HASH_COUNT; h++) {
+        struct sasl_creds d;
+        const struct sasl_creds *c = &a.creds[h];
+        assert_int_equal(sasl_creds_derive((enum sasl_hash)h, password, c->salt, c->salt_len, c->iterations, &d),
+                         0);
+        same &= memcmp(d.stored_key, c->stored_key, sasl_hash_len((enum sasl_hash)h)) == 0 &&
+                memcmp(d.server_key, c->server_key, sasl_hash_len((enum sasl_hash)h)) == 0;
+    }
+    return same;
+}
+
+/* Names are prepared and must be of the instance's host; a new account has
+ * credentials from its password (SCRAM's, with the configured iterations),
+ * is seen by reads of the same turn and is durable after the commit; a new
+ * password keeps the creation time; a deletion fires PT_EV_USER_DELETED
+ * during the call (the module's data goes in the same commit) and closes the
+ * account's sessions with <not-authorized/> only after the commit, after the
+ * turn's durable callbacks (also one registered after the call). */
+static void
+test_account_api(void **state)
+{
+    (void)state;
+    load("localhost", &mod_t);
+    load("example.org", &mod_t);
+    struct pt_mod *m = instance("localhost", &mod_t);
+    assert_int_equal(pt_account_exists(m, "romeo@localhost"), 1);
+    assert_int_equal(pt_account_exists(m, "RoMeo@LocalHost"), 1);
+    assert_int_equal(pt_account_exists(m, "nobody@localhost"), 0);
+    assert_int_equal(pt_account_exists(m, "alice@example.org"), PT_EINVAL);     /* another host's */
+    assert_int_equal(pt_account_exists(m, "alice@nowhere.test"), PT_EINVAL);
+    assert_int_equal(pt_account_exists(m, "localhost"), PT_EINVAL);
+    assert_int_equal(pt_account_exists(m, "romeo@localhost/phone"), PT_EINVAL);
+    assert_int_equal(pt_account_exists(m, "bad user@localhost"), PT_EINVAL);
+    assert_int_equal(pt_account_exists(m, NULL), PT_EINVAL);
+    char longname[600];
+    memset(longname, 'a', 505);
+    snprintf(longname + 505, sizeof longname - 505, "@localhost");            /* 515 bytes: over a key */
+    assert_int_equal(pt_account_create(m, longname, "secret-pw"), PT_EINVAL);
+
+    /* create */
+    assert_int_equal(pt_account_create(m, "Benvolio@localhost", "first-pw"), 0);
+    assert_int_equal(pt_account_exists(m, "benvolio@localhost"), 1);           /* the turn's write */
+    assert_int_equal(pt_account_create(m, "benvolio@localhost", "other-pw"), PT_EEXIST);
+    assert_int_equal(pt_account_create(m, "mercutio@localhost", ""), PT_EINVAL);
+    assert_int_equal(pt_account_create(m, "mercutio@localhost", NULL), PT_EINVAL);
+    assert_int_equal(pt_account_create(m, "mercutio@example.org", "secret-pw"), PT_EINVAL);
+    end_turn();
+    assert_int_equal(pt_account_exists(m, "mercutio@localhost"), 0);
+    assert_true(creds_from("benvolio@localhost", "first-pw"));
+    assert_false(creds_from("benvolio@localhost", "other-pw"));
+    struct account a;
+    assert_int_equal(store_account_get(F->srv.store, "benvolio@localhost", &a), 0);
+    assert_int_equal(a.creds[SASL_SHA256].iterations, F->conf->scram_iterations);
+
+    /* a new password: new credentials, the creation time kept */
+    a.created = 12345;
+    assert_int_equal(store_account_put(F->srv.store, "benvolio@localhost", &a, 1), 0);
+    end_turn();
+    assert_int_equal(pt_account_passwd(m, "BENVOLIO@localhost", "second-pw"), 0);
+    assert_int_equal(pt_account_passwd(m, "nobody@localhost", "second-pw"), PT_ENOTFOUND);
+    assert_int_equal(pt_account_passwd(m, "benvolio@localhost", ""), PT_EINVAL);
+    end_turn();
+    assert_true(creds_from("benvolio@localhost", "second-pw"));
+    assert_false(creds_from("benvolio@localhost", "first-pw"));
+    assert_int_equal(store_account_get(F->srv.store, "benvolio@localhost", &a), 0);
+    assert_true(a.created == 12345);
+
+    /* delete, with a session of the account and data in a module */
+    memset(&FS, 0, sizeof FS);
+    acct_seq = acct_durable_seq = 0;
+    session_init(&FS.s, &F->srv, &fs_ops);
+    FS.s.host = H("localhost");
+    assert_int_equal(jid_make(&FS.s.jid, "romeo", "localhost", "phone"), 0);
+    assert_int_equal(session_register(&FS.s), 0);
+    user_data("localhost", "romeo@localhost", 3);
+    user_data("localhost", "juliet@localhost", 2);
+    end_turn();
+    assert_int_equal(pt_account_delete(m, "alice@example.org"), PT_EINVAL);
+    assert_int_equal(pt_account_delete(m, NULL), PT_EINVAL);
+    assert_int_equal(pt_account_delete(m, "Romeo@localhost"), 0);
+    assert_int_equal(G.deleted_users, 1);                 /* during the call; example.org's did not hear it */
+    assert_int_equal(G.deleted_records, 3);
+    assert_int_equal(FS.closes, 0);                       /* not before the commit */
+    int ok = -1;
+    assert_int_equal(pt_on_durable(m, acct_durable, &ok), 0);
+    end_turn();
+    assert_int_equal(ok, 1);
+    assert_int_equal(FS.closes, 1);
+    assert_string_equal(FS.cond, "not-authorized");
+    assert_true(acct_durable_seq > 0 && acct_durable_seq < FS.close_seq);   /* the reply goes first */
+    assert_int_equal(count_owner("localhost", "romeo@localhost"), 0);
+    assert_int_equal(count_owner("localhost", "juliet@localhost"), 2);
+    assert_int_equal(pt_account_exists(m, "romeo@localhost"), 0);
+    assert_int_equal(pt_account_delete(m, "romeo@localhost"), PT_ENOTFOUND);
+    assert_int_equal(G.deleted_users, 1);
+    end_turn();
+    jid_clear(&FS.s.jid);
+}
+
 /* The petrelctl next to this test program (tests/unit/ -> src/petrelctl). */
 static void
 petrelctl_path(char *out, size_t len)
@@ -1411,6 +1559,7 @@ main(void)
         T(test_restart_leaves_no_write_lock),
         T(test_del_prefix),
         T(test_user_deleted_event),
+        T(test_account_api),
         T(test_deluser_while_stopped),
         T(test_big_endian),
     };
