@@ -6,6 +6,7 @@
 
 extern const struct pt_module mod_disco;
 extern const struct pt_module mod_ping;
+extern const struct pt_module mod_roster;
 extern const struct pt_module mod_private;
 extern const struct pt_module mod_register;
 extern const struct pt_module mod_time;
@@ -16,6 +17,7 @@ extern const struct pt_module mod_version;
 const struct pt_module *const pt_builtin_modules[] = {
     &mod_disco,
     &mod_ping,
+    &mod_roster,
     &mod_private,
     &mod_register,
     &mod_time,

@@ -1,0 +1,295 @@
+/* roster_store.c — see roster_store.h and schemas/roster.items.md */
+#include "config.h"
+#include "roster_store.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define ITEM_V    1     /* item record version */
+#define META_V    1
+
+int
+rstore_open(struct pt_mod *m, struct rstore *rs)
+{
+    int rc = pt_db_open(m, "items", 1, NULL, &rs->items);
+    if (rc == 0)
+        rc = pt_db_open(m, "pending", 1, NULL, &rs->pending);
+    return rc;
+}
+
+/* owner 0x00 contact (contact "" : the meta record); its length, or -1 if over the key limit */
+static int
+key_make(unsigned char *k, const char *owner, const char *contact)
+{
+    size_t o = strlen(owner), c = strlen(contact);
+    if (o + 1 + c > PT_DB_KEY_MAX)
+        return -1;
+    memcpy(k, owner, o);
+    k[o] = 0;
+    memcpy(k + o + 1, contact, c);
+    return (int)(o + 1 + c);
+}
+
+void
+ritem_free(struct ritem *it)
+{
+    free(it->name);
+    for (size_t i = 0; i < it->ngroups; i++)
+        free(it->groups[i]);
+    memset(it, 0, sizeof *it);
+}
+
+static int
+get_text(const unsigned char **p, const unsigned char *end, char **out)
+{
+    if (end - *p < 2)
+        return -1;
+    size_t n = (size_t)((*p)[0] << 8 | (*p)[1]);
+    *p += 2;
+    if ((size_t)(end - *p) < n)
+        return -1;
+    *out = strndup((const char *)*p, n);
+    *p += n;
+    return *out ? 0 : -1;
+}
+
+int
+ritem_decode(const struct pt_val *v, struct ritem *it)
+{
+    memset(it, 0, sizeof *it);
+    const unsigned char *p = v->data, *end = p + v->len;
+    if (v->len < 6 || p[0] != ITEM_V)
+        return PT_ESTORE;
+    it->flags = p[1];
+    p += 2;
+    char *name = NULL;
+    if (get_text(&p, end, &name) < 0)
+        goto bad;
+    if (name[0])
+        it->name = name;
+    else
+        free(name);
+    if (end - p < 2)
+        goto bad;
+    size_t ng = (size_t)(p[0] << 8 | p[1]);
+    p += 2;
+    for (size_t i = 0; i < ng && i < RI_MAX_GROUPS; i++) {
+        if (get_text(&p, end, &it->groups[i]) < 0)
+            goto bad;
+        it->ngroups++;
+    }
+    return 0;
+bad:
+    ritem_free(it);
+    return PT_ESTORE;
+}
+
+static void
+put_text(unsigned char **p, const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    (*p)[0] = (unsigned char)(n >> 8);
+    (*p)[1] = (unsigned char)n;
+    if (n)
+        memcpy(*p + 2, s, n);
+    *p += 2 + n;
+}
+
+int
+rstore_get(struct rstore *rs, const char *owner, const char *contact, struct ritem *it)
+{
+    unsigned char k[PT_DB_KEY_MAX];
+    int kl = key_make(k, owner, contact);
+    if (kl < 0)
+        return PT_EINVAL;
+    struct pt_val v;
+    int rc = pt_db_get(rs->items, k, (size_t)kl, &v);
+    if (rc < 0)
+        return rc;
+    return ritem_decode(&v, it);
+}
+
+/* meta: [version 1][roster version, 8][item count, 4] */
+int
+rstore_meta(struct rstore *rs, const char *owner, uint64_t *ver, size_t *count)
+{
+    unsigned char k[PT_DB_KEY_MAX];
+    int kl = key_make(k, owner, "");
+    *ver = 0;
+    *count = 0;
+    if (kl < 0)
+        return PT_EINVAL;
+    struct pt_val v;
+    int rc = pt_db_get(rs->items, k, (size_t)kl, &v);
+    if (rc == PT_ENOTFOUND)
+        return 0;
+    if (rc < 0)
+        return rc;
+    const unsigned char *p = v.data;
+    if (v.len < 13 || p[0] != META_V)
+        return PT_ESTORE;
+    *ver = pt_be64_get(p + 1);
+    *count = pt_be32_get(p + 9);
+    return 0;
+}
+
+/* a new version (never reused: the counter outlives the account) and the count, written */
+static int
+meta_bump(struct rstore *rs, const char *owner, long delta, uint64_t *ver)
+{
+    uint64_t old;
+    size_t count;
+    int rc = rstore_meta(rs, owner, &old, &count);
+    if (rc < 0)
+        return rc;
+    if ((rc = pt_db_seq(rs->items, owner, strlen(owner), ver)) < 0)
+        return rc;
+    if (delta < 0 && count > 0)
+        count--;
+    else if (delta > 0)
+        count++;
+    unsigned char k[PT_DB_KEY_MAX], v[13];
+    int kl = key_make(k, owner, "");
+    v[0] = META_V;
+    pt_be64_put(v + 1, *ver);
+    pt_be32_put(v + 9, (uint32_t)count);
+    return pt_db_put(rs->items, k, (size_t)kl, v, sizeof v, 0);
+}
+
+int
+rstore_put(struct rstore *rs, const char *owner, const char *contact, const struct ritem *it, uint64_t *ver)
+{
+    unsigned char k[PT_DB_KEY_MAX];
+    int kl = key_make(k, owner, contact);
+    if (kl < 0 || contact[0] == '\0')
+        return PT_EINVAL;
+    size_t len = 2 + 2 + (it->name ? strlen(it->name) : 0) + 2;
+    for (size_t i = 0; i < it->ngroups; i++)
+        len += 2 + strlen(it->groups[i]);
+    unsigned char *v = malloc(len), *p = v;
+    if (v == NULL)
+        return PT_ENOMEM;
+    *p++ = ITEM_V;
+    *p++ = (unsigned char)it->flags;
+    put_text(&p, it->name);
+    *p++ = (unsigned char)(it->ngroups >> 8);
+    *p++ = (unsigned char)it->ngroups;
+    for (size_t i = 0; i < it->ngroups; i++)
+        put_text(&p, it->groups[i]);
+    struct pt_val old;
+    int exists = pt_db_get(rs->items, k, (size_t)kl, &old) == 0;
+    int rc = pt_db_put(rs->items, k, (size_t)kl, v, len, 0);
+    free(v);
+    if (rc == 0)
+        rc = meta_bump(rs, owner, exists ? 0 : 1, ver);
+    return rc;
+}
+
+int
+rstore_del(struct rstore *rs, const char *owner, const char *contact, uint64_t *ver)
+{
+    unsigned char k[PT_DB_KEY_MAX];
+    int kl = key_make(k, owner, contact);
+    if (kl < 0 || contact[0] == '\0')
+        return PT_EINVAL;
+    int rc = pt_db_del(rs->items, k, (size_t)kl);
+    if (rc == 0)
+        rc = meta_bump(rs, owner, -1, ver);
+    return rc;
+}
+
+struct walk {
+    size_t plen;
+    rstore_fn fn;
+    rstore_pending_fn pfn;
+    void *arg;
+};
+
+static int
+walk_cb(struct pt_mod *m, const struct pt_val *key, const struct pt_val *val, void *arg)
+{
+    (void)m;
+    struct walk *w = arg;
+    size_t clen = key->len - w->plen;
+    if (clen == 0)
+        return 0;               /* the meta record */
+    char contact[PT_DB_KEY_MAX + 1];
+    memcpy(contact, (const char *)key->data + w->plen, clen);
+    contact[clen] = '\0';
+    if (w->pfn)
+        return w->pfn(w->arg, contact, val);
+    const unsigned char *p = val->data;
+    if (val->len < 2 || p[0] != ITEM_V)
+        return 0;               /* not ours to understand: skipped */
+    return w->fn(w->arg, contact, p[1], val);
+}
+
+static int
+walk(struct pt_mod *m, struct pt_db *db, const char *owner, struct walk *w)
+{
+    (void)m;
+    unsigned char k[PT_DB_KEY_MAX];
+    int kl = key_make(k, owner, "");
+    if (kl < 0)
+        return PT_EINVAL;
+    w->plen = (size_t)kl;
+    struct pt_db_range r = { .prefix = k, .plen = (size_t)kl };
+    return pt_db_walk(db, &r, walk_cb, w);
+}
+
+int
+rstore_walk(struct pt_mod *m, struct rstore *rs, const char *owner, rstore_fn fn, void *arg)
+{
+    struct walk w = { 0, fn, NULL, arg };
+    return walk(m, rs->items, owner, &w);
+}
+
+int
+rstore_pending_put(struct rstore *rs, const char *owner, const char *contact, const char *bytes, size_t len)
+{
+    unsigned char k[PT_DB_KEY_MAX];
+    int kl = key_make(k, owner, contact);
+    if (kl < 0 || contact[0] == '\0')
+        return PT_EINVAL;
+    return pt_db_put(rs->pending, k, (size_t)kl, bytes, len, 0);
+}
+
+int
+rstore_pending_has(struct rstore *rs, const char *owner, const char *contact)
+{
+    unsigned char k[PT_DB_KEY_MAX];
+    int kl = key_make(k, owner, contact);
+    struct pt_val v;
+    return kl >= 0 && pt_db_get(rs->pending, k, (size_t)kl, &v) == 0;
+}
+
+int
+rstore_pending_del(struct rstore *rs, const char *owner, const char *contact)
+{
+    unsigned char k[PT_DB_KEY_MAX];
+    int kl = key_make(k, owner, contact);
+    if (kl < 0)
+        return PT_EINVAL;
+    int rc = pt_db_del(rs->pending, k, (size_t)kl);
+    return rc == PT_ENOTFOUND ? 0 : rc;
+}
+
+int
+rstore_pending_walk(struct pt_mod *m, struct rstore *rs, const char *owner, rstore_pending_fn fn, void *arg)
+{
+    struct walk w = { 0, NULL, fn, arg };
+    return walk(m, rs->pending, owner, &w);
+}
+
+int
+rstore_drop(struct rstore *rs, const char *owner)
+{
+    unsigned char k[PT_DB_KEY_MAX];
+    int kl = key_make(k, owner, "");
+    if (kl < 0)
+        return PT_EINVAL;
+    int rc = pt_db_del_prefix(rs->items, k, (size_t)kl, NULL);
+    if (rc == 0)
+        rc = pt_db_del_prefix(rs->pending, k, (size_t)kl, NULL);
+    return rc;
+}

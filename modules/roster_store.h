@@ -1,0 +1,59 @@
+/* roster_store.h — the roster module's storage (roster_store.c): items,
+ * versions and pending subscription requests in the module store. Used only
+ * by mod_roster.c (one module in two files: the protocol and its storage).
+ * Layouts: schemas/roster.items.md, schemas/roster.pending.md. */
+#ifndef PT_ROSTER_STORE_H
+#define PT_ROSTER_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "petrel.h"
+
+/* subscription state of an item (RFC 6121 3 and appendix A) */
+#define RI_TO          0x01u     /* the user receives the contact's presence */
+#define RI_FROM        0x02u     /* the contact receives the user's presence */
+#define RI_ASK         0x04u     /* pending out: the user asked, no answer yet */
+#define RI_PREAPPROVED 0x08u     /* the user approved in advance (RFC 6121 3.4) */
+
+#define RI_MAX_GROUPS  64
+#define RI_MAX_TEXT    1023     /* bytes of a name or a group name */
+
+struct ritem {
+    unsigned flags;
+    char *name;                 /* NULL: none */
+    char *groups[RI_MAX_GROUPS];
+    size_t ngroups;
+};
+
+struct rstore {
+    struct pt_db *items;        /* owner 0x00 contact -> item; owner 0x00 -> meta */
+    struct pt_db *pending;      /* owner 0x00 contact -> the subscribe stanza's bytes */
+};
+
+int  rstore_open(struct pt_mod *m, struct rstore *rs);
+void ritem_free(struct ritem *it);
+/* 0 and *it, PT_ENOTFOUND, PT_EINVAL (a key too long), PT_ESTORE */
+int  rstore_get(struct rstore *rs, const char *owner, const char *contact, struct ritem *it);
+/* write (add or change) an item; *ver gets the roster's new version. PT_* */
+int  rstore_put(struct rstore *rs, const char *owner, const char *contact, const struct ritem *it, uint64_t *ver);
+/* remove an item; *ver the new version. 0, PT_ENOTFOUND, PT_* */
+int  rstore_del(struct rstore *rs, const char *owner, const char *contact, uint64_t *ver);
+/* the roster's version (0: never changed) and item count */
+int  rstore_meta(struct rstore *rs, const char *owner, uint64_t *ver, size_t *count);
+/* each item, in contact order: fn(arg, contact, flags, value bytes) until it returns nonzero */
+typedef int (*rstore_fn)(void *arg, const char *contact, unsigned flags, const struct pt_val *val);
+int  rstore_walk(struct pt_mod *m, struct rstore *rs, const char *owner, rstore_fn fn, void *arg);
+/* decode an item's value (as rstore_walk gives it) */
+int  ritem_decode(const struct pt_val *v, struct ritem *it);
+
+/* pending subscription requests (pending in) */
+int  rstore_pending_put(struct rstore *rs, const char *owner, const char *contact, const char *bytes, size_t len);
+int  rstore_pending_has(struct rstore *rs, const char *owner, const char *contact);
+int  rstore_pending_del(struct rstore *rs, const char *owner, const char *contact);
+typedef int (*rstore_pending_fn)(void *arg, const char *contact, const struct pt_val *bytes);
+int  rstore_pending_walk(struct pt_mod *m, struct rstore *rs, const char *owner, rstore_pending_fn fn, void *arg);
+/* everything of an account */
+int  rstore_drop(struct rstore *rs, const char *owner);
+
+#endif

@@ -1,0 +1,543 @@
+/* t_roster.c — integration tests of mod_roster (RFC 6121): the roster and its
+ * pushes and versions, the subscription handshake, presence (broadcast, echo,
+ * probes at login, unavailable when a session drops, directed presence),
+ * pending requests delivered at login, pre-approval, removal, last activity,
+ * the limits and bad input. Each test starts its own server with the roster
+ * module on "localhost" and talks to it as clients (libstrophe) do. */
+#include "harness.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define NS_ROSTER "jabber:iq:roster"
+
+static const char RO_BODY[] =
+    "host \"localhost\" {\n"
+    "    modules = { \"disco\", \"ping\", \"roster\" }\n"
+    "    roster { max_items = 4 subscribe_per_minute = 5 }\n"
+    "}\n";
+static const char RO_USERS[] = "ra@localhost pw-ra\nrb@localhost pw-rb\nrc@localhost pw-rc\n" WITNESS_USERS;
+
+static const char *
+attr(xmpp_stanza_t *st, const char *name)
+{
+    const char *v = st ? xmpp_stanza_get_attribute(st, name) : NULL;
+    return v ? v : "";
+}
+
+/* what a stanza must look like: NULL fields are not checked; type "available": no type */
+struct want {
+    const char *name, *type, *from;
+    const char *item, *sub, *ask;       /* a roster push or result: its item */
+};
+
+static xmpp_stanza_t *
+roster_item(xmpp_stanza_t *st, const char *jid)
+{
+    xmpp_stanza_t *q = xmpp_stanza_get_child_by_name_and_ns(st, "query", NS_ROSTER);
+    for (xmpp_stanza_t *i = q ? xmpp_stanza_get_children(q) : NULL; i; i = xmpp_stanza_get_next(i)) {
+        const char *n = xmpp_stanza_get_name(i);
+        if (n && strcmp(n, "item") == 0 && strcmp(attr(i, "jid"), jid) == 0)
+            return i;
+    }
+    return NULL;
+}
+
+static int
+pred_want(xmpp_stanza_t *st, const void *arg)
+{
+    const struct want *w = arg;
+    const char *name = xmpp_stanza_get_name(st);
+    if (w->name && (!name || strcmp(name, w->name) != 0))
+        return 0;
+    if (w->type) {
+        const char *t = xmpp_stanza_get_attribute(st, "type");
+        if (strcmp(w->type, "available") == 0 ? t != NULL : (!t || strcmp(t, w->type) != 0))
+            return 0;
+    }
+    if (w->from && strcmp(attr(st, "from"), w->from) != 0)
+        return 0;
+    if (w->item) {
+        xmpp_stanza_t *i = roster_item(st, w->item);
+        if (i == NULL)
+            return 0;
+        if (w->sub && strcmp(attr(i, "subscription"), w->sub) != 0)
+            return 0;
+        if (w->ask && strcmp(attr(i, "ask"), w->ask) != 0)
+            return 0;
+    }
+    return 1;
+}
+
+/* wait for it (5 s); 1, or 0 with fail_reason naming what came instead */
+static int
+expect(struct sc *c, const char *who, struct want w)
+{
+    xmpp_stanza_t *st = sc_wait(c, pred_want, &w, 5000);
+    if (st == NULL) {
+        fail_reason("%s: no %s type=%s from=%s item=%s sub=%s ask=%s (last: %s)", who, w.name ? w.name : "*",
+                    w.type ? w.type : "*", w.from ? w.from : "*", w.item ? w.item : "-", w.sub ? w.sub : "*",
+                    w.ask ? w.ask : "*", c->ngot ? stanza_str(c->got[c->ngot - 1]) : "nothing");
+        return 0;
+    }
+    /* a push is answered (RFC 6121 2.1.6) */
+    if (strcmp(xmpp_stanza_get_name(st), "iq") == 0 && strcmp(attr(st, "type"), "set") == 0) {
+        char xml[300];
+        snprintf(xml, sizeof xml, "<iq type='result' id='%s'/>", attr(st, "id"));
+        sc_send_raw(c, xml);
+    }
+    xmpp_stanza_release(st);
+    return 1;
+}
+
+/* nothing like w arrives after a round trip; 1 or 0 */
+static int
+expect_none(struct sc *c, const char *who, struct want w)
+{
+    if (!sc_sync(c)) {
+        fail_reason("%s: no ping round trip", who);
+        return 0;
+    }
+    sc_pump(100);
+    xmpp_stanza_t *st = sc_peek(c, pred_want, &w);
+    if (st) {
+        fail_reason("%s: unexpected %s", who, stanza_str(st));
+        return 0;
+    }
+    return 1;
+}
+
+/* an iq (with id) and its answer: a result (1) or an error with condition cond (1), else 0 */
+static int
+ask(struct sc *c, const char *id, const char *xml, const char *cond, xmpp_stanza_t **keep)
+{
+    if (sc_send_raw(c, xml) < 0)
+        return 0;
+    xmpp_stanza_t *st = sc_wait_id(c, id, 5000);
+    if (st == NULL) {
+        fail_reason("%s: no answer", id);
+        return 0;
+    }
+    int ok;
+    if (cond == NULL) {
+        ok = strcmp(attr(st, "type"), "result") == 0;
+    } else {
+        const char *c2 = stanza_error_cond(st, NULL);
+        ok = strcmp(attr(st, "type"), "error") == 0 && c2 && strcmp(c2, cond) == 0;
+    }
+    if (!ok)
+        fail_reason("%s: want %s, got %s", id, cond ? cond : "a result", stanza_str(st));
+    if (ok && keep)
+        *keep = st;
+    else
+        xmpp_stanza_release(st);
+    return ok;
+}
+
+static int
+login(struct sc *c, const char *jid, const char *pw, const struct srv *s)
+{
+    if (!sc_login(c, jid, pw, s->port_starttls))
+        return 0;
+    return 1;
+}
+
+/* get the roster (so that this resource gets pushes) */
+static int
+get_roster(struct sc *c, const char *id)
+{
+    char xml[200];
+    snprintf(xml, sizeof xml, "<iq type='get' id='%s'><query xmlns='" NS_ROSTER "'/></iq>", id);
+    return ask(c, id, xml, NULL, NULL);
+}
+
+/* ---- the roster itself ------------------------------------------------------------------- */
+
+static int
+t_roster_items_pushes_versions(void)
+{
+    struct srv s;
+    struct sc a1, a2;
+    int ok = 0, started = 0, l1 = 0, l2 = 0;
+    xmpp_stanza_t *r = NULL;
+    CHECK(srv_start_body(&s, RO_USERS, RO_BODY) == 0, "server: -");
+    started = 1;
+    CHECK(login(&a1, "ra@localhost/one", "pw-ra", &s), "login one");
+    l1 = 1;
+    CHECK(login(&a2, "ra@localhost/two", "pw-ra", &s), "login two");
+    l2 = 1;
+    /* empty, versioned */
+    CHECK(ask(&a1, "g1", "<iq type='get' id='g1'><query xmlns='" NS_ROSTER "' ver=''/></iq>", NULL, &r), "-");
+    xmpp_stanza_t *q = xmpp_stanza_get_child_by_name_and_ns(r, "query", NS_ROSTER);
+    CHECK(q && xmpp_stanza_get_children(q) == NULL, "roster not empty: %s", stanza_str(r));
+    char ver0[32];
+    snprintf(ver0, sizeof ver0, "%s", attr(q, "ver"));
+    CHECK(ver0[0], "no ver on a versioned result: %s", stanza_str(r));
+    xmpp_stanza_release(r);
+    r = NULL;
+    CHECK(get_roster(&a2, "g2"), "-");
+    /* add: result, and a push to both interested resources */
+    CHECK(ask(&a1, "s1",
+              "<iq type='set' id='s1'><query xmlns='" NS_ROSTER "'><item jid='RB@localhost' name='Bee'>"
+              "<group>Friends</group><group>Work</group></item></query></iq>",
+              NULL, NULL),
+          "-");
+    CHECK(expect(&a1, "one", (struct want){ "iq", "set", NULL, "rb@localhost", "none", NULL }), "-");
+    CHECK(expect(&a2, "two", (struct want){ "iq", "set", NULL, "rb@localhost", "none", NULL }), "-");
+    /* the roster has it, with its name and groups, and a new version */
+    CHECK(ask(&a2, "g3", "<iq type='get' id='g3'><query xmlns='" NS_ROSTER "' ver=''/></iq>", NULL, &r), "-");
+    xmpp_stanza_t *it = roster_item(r, "rb@localhost");
+    CHECK(it && strcmp(attr(it, "name"), "Bee") == 0, "item missing or nameless: %s", stanza_str(r));
+    int groups = 0;
+    for (xmpp_stanza_t *g = xmpp_stanza_get_children(it); g; g = xmpp_stanza_get_next(g))
+        groups++;
+    CHECK(groups == 2, "want 2 groups: %s", stanza_str(r));
+    q = xmpp_stanza_get_child_by_name_and_ns(r, "query", NS_ROSTER);
+    char ver1[32];
+    snprintf(ver1, sizeof ver1, "%s", attr(q, "ver"));
+    CHECK(ver1[0] && strcmp(ver1, ver0) != 0, "version did not change: %s then %s", ver0, ver1);
+    xmpp_stanza_release(r);
+    r = NULL;
+    /* XEP-0237: the current version gets an empty result */
+    char xml[300];
+    snprintf(xml, sizeof xml, "<iq type='get' id='g4'><query xmlns='" NS_ROSTER "' ver='%s'/></iq>", ver1);
+    CHECK(ask(&a1, "g4", xml, NULL, &r), "-");
+    CHECK(xmpp_stanza_get_children(r) == NULL, "current version, yet items came: %s", stanza_str(r));
+    xmpp_stanza_release(r);
+    r = NULL;
+    /* bad input: each refused, the roster unchanged */
+    CHECK(ask(&a1, "b1",
+              "<iq type='set' id='b1'><query xmlns='" NS_ROSTER "'><item jid='x@localhost'/><item jid='y@localhost'/>"
+              "</query></iq>",
+              "bad-request", NULL),
+          "two items");
+    CHECK(ask(&a1, "b2", "<iq type='set' id='b2'><query xmlns='" NS_ROSTER "'><item jid='a@b@c'/></query></iq>",
+              "bad-request", NULL),
+          "bad JID");
+    CHECK(ask(&a1, "b3",
+              "<iq type='set' id='b3'><query xmlns='" NS_ROSTER "'><item jid='z@localhost'><group>G</group>"
+              "<group>G</group></item></query></iq>",
+              "bad-request", NULL),
+          "duplicate group");
+    CHECK(ask(&a1, "b4",
+              "<iq type='set' id='b4'><query xmlns='" NS_ROSTER "'><item jid='z@localhost'><group></group></item>"
+              "</query></iq>",
+              "not-acceptable", NULL),
+          "empty group");
+    CHECK(ask(&a1, "b5",
+              "<iq type='set' id='b5'><query xmlns='" NS_ROSTER "'><item jid='nobody@localhost' "
+              "subscription='remove'/></query></iq>",
+              "item-not-found", NULL),
+          "remove missing");
+    /* another account's roster is not reachable */
+    CHECK(ask(&a1, "b6", "<iq type='get' to='rb@localhost' id='b6'><query xmlns='" NS_ROSTER "'/></iq>", "forbidden",
+              NULL),
+          "other's roster");
+    /* the limit (4): three more fit, the fifth is refused */
+    static const char *const more[] = { "m1@localhost", "m2@localhost", "m3@localhost" };
+    for (int i = 0; i < 3; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "m%d", i);
+        snprintf(xml, sizeof xml, "<iq type='set' id='%s'><query xmlns='" NS_ROSTER "'><item jid='%s'/></query></iq>",
+                 id, more[i]);
+        CHECK(ask(&a1, id, xml, NULL, NULL), "-");
+    }
+    CHECK(ask(&a1, "m9", "<iq type='set' id='m9'><query xmlns='" NS_ROSTER "'><item jid='m9@localhost'/></query></iq>",
+              "not-allowed", NULL),
+          "over the limit");
+    /* a change of an existing item is still allowed at the limit */
+    CHECK(ask(&a1, "m10",
+              "<iq type='set' id='m10'><query xmlns='" NS_ROSTER "'><item jid='m1@localhost' name='M'/></query></iq>",
+              NULL, NULL),
+          "-");
+    /* removal: result, push remove */
+    CHECK(ask(&a1, "rm",
+              "<iq type='set' id='rm'><query xmlns='" NS_ROSTER "'><item jid='m3@localhost' "
+              "subscription='remove'/></query></iq>",
+              NULL, NULL),
+          "-");
+    CHECK(expect(&a2, "two", (struct want){ "iq", "set", NULL, "m3@localhost", "remove", NULL }), "-");
+    /* survives a restart */
+    sc_close(&a1);
+    sc_close(&a2);
+    l1 = l2 = 0;
+    CHECK(srv_stop_keep(&s) == 0, "stop");
+    started = 0;
+    CHECK(srv_respawn(&s) == 0, "respawn");
+    started = 1;
+    CHECK(login(&a1, "ra@localhost/one", "pw-ra", &s), "login after restart");
+    l1 = 1;
+    CHECK(ask(&a1, "g5", "<iq type='get' id='g5'><query xmlns='" NS_ROSTER "'/></iq>", NULL, &r), "-");
+    CHECK(roster_item(r, "rb@localhost") && roster_item(r, "m1@localhost") && !roster_item(r, "m3@localhost") &&
+              !roster_item(r, "m9@localhost"),
+          "roster after restart: %s", stanza_str(r));
+    ok = 1;
+out:
+    if (r)
+        xmpp_stanza_release(r);
+    if (l1)
+        sc_close(&a1);
+    if (l2)
+        sc_close(&a2);
+    if (started && srv_stop(&s) < 0) {
+        fail_reason("server: bad exit");
+        ok = 0;
+    }
+    return ok;
+}
+
+/* ---- subscriptions and presence -------------------------------------------------------------- */
+
+/* ra and rb become contacts both ways; presence flows, echo included; a
+ * session that drops is announced unavailable; last activity for contacts. */
+static int
+t_roster_handshake_and_presence(void)
+{
+    struct srv s;
+    struct sc a, b, c;
+    int ok = 0, started = 0, la = 0, lb = 0, lc = 0;
+    xmpp_stanza_t *r = NULL;
+    CHECK(srv_start_body(&s, RO_USERS, RO_BODY) == 0, "server: -");
+    started = 1;
+    CHECK(login(&a, "ra@localhost/a", "pw-ra", &s), "login a");
+    la = 1;
+    CHECK(login(&b, "rb@localhost/b", "pw-rb", &s), "login b");
+    lb = 1;
+    CHECK(get_roster(&a, "ga") && get_roster(&b, "gb"), "-");
+    CHECK(sc_send_raw(&a, "<presence/>") == 0 && sc_send_raw(&b, "<presence/>") == 0, "send");
+    /* each gets its own presence back (RFC 6121 4.2.2) */
+    CHECK(expect(&a, "a", (struct want){ "presence", "available", "ra@localhost/a", NULL, NULL, NULL }), "echo a");
+    CHECK(expect(&b, "b", (struct want){ "presence", "available", "rb@localhost/b", NULL, NULL, NULL }), "echo b");
+    /* a forged from is a stream error for the forger (RFC 6120 8.1.2.1), and nothing reaches b */
+    CHECK(login(&c, "rc@localhost/c", "pw-rc", &s), "login c");
+    lc = 1;
+    CHECK(sc_send_raw(&c, "<presence to='rb@localhost' type='subscribe' from='ra@localhost'/>") == 0, "send");
+    CHECK(sc_wait_ended(&c, 5000), "the forger's stream stayed open");
+    sc_close(&c);
+    lc = 0;
+    CHECK(expect_none(&b, "b", (struct want){ "presence", "subscribe", NULL, NULL, NULL, NULL }), "forged request");
+    /* a asks; the request is stamped with a's bare JID */
+    CHECK(sc_send_raw(&a, "<presence to='rb@localhost' type='subscribe'/>") == 0, "send");
+    CHECK(expect(&a, "a", (struct want){ "iq", "set", NULL, "rb@localhost", "none", "subscribe" }), "push ask");
+    CHECK(expect(&b, "b", (struct want){ "presence", "subscribe", "ra@localhost", NULL, NULL, NULL }), "request");
+    /* b approves */
+    CHECK(sc_send_raw(&b, "<presence to='ra@localhost' type='subscribed'/>") == 0, "send");
+    CHECK(expect(&b, "b", (struct want){ "iq", "set", NULL, "ra@localhost", "from", NULL }), "push from");
+    CHECK(expect(&a, "a", (struct want){ "presence", "subscribed", "rb@localhost", NULL, NULL, NULL }), "approved");
+    CHECK(expect(&a, "a", (struct want){ "iq", "set", NULL, "rb@localhost", "to", NULL }), "push to");
+    CHECK(expect(&a, "a", (struct want){ "presence", "available", "rb@localhost/b", NULL, NULL, NULL }),
+          "b's presence after approval");
+    /* and the other way */
+    CHECK(sc_send_raw(&b, "<presence to='ra@localhost' type='subscribe'/>") == 0, "send");
+    CHECK(expect(&a, "a", (struct want){ "presence", "subscribe", "rb@localhost", NULL, NULL, NULL }), "request");
+    CHECK(sc_send_raw(&a, "<presence to='rb@localhost' type='subscribed'/>") == 0, "send");
+    CHECK(expect(&a, "a", (struct want){ "iq", "set", NULL, "rb@localhost", "both", NULL }), "push both");
+    CHECK(expect(&b, "b", (struct want){ "iq", "set", NULL, "ra@localhost", "both", NULL }), "push both");
+    CHECK(expect(&b, "b", (struct want){ "presence", "available", "ra@localhost/a", NULL, NULL, NULL }), "a's presence");
+    /* rc's forged request left no trace in b's roster */
+    CHECK(login(&c, "rc@localhost/c", "pw-rc", &s), "login c again");
+    lc = 1;
+    CHECK(ask(&b, "gb2", "<iq type='get' id='gb2'><query xmlns='" NS_ROSTER "'/></iq>", NULL, &r), "-");
+    CHECK(roster_item(r, "rc@localhost") == NULL, "forged request reached b's roster: %s", stanza_str(r));
+    xmpp_stanza_release(r);
+    r = NULL;
+    /* a status change reaches b; rc, not subscribed, gets nothing */
+    CHECK(sc_send_raw(&a, "<presence><show>away</show><status>lunch</status></presence>") == 0, "send");
+    CHECK(expect(&b, "b", (struct want){ "presence", "available", "ra@localhost/a", NULL, NULL, NULL }), "status");
+    CHECK(expect_none(&c, "c", (struct want){ "presence", NULL, "ra@localhost/a", NULL, NULL, NULL }), "-");
+    /* a second resource of a logs in: it gets b's presence and a/a's, b gets a/a2's */
+    struct sc a2;
+    CHECK(login(&a2, "ra@localhost/a2", "pw-ra", &s), "login a2");
+    CHECK(sc_send_raw(&a2, "<presence/>") == 0, "send");
+    int okp = expect(&a2, "a2", (struct want){ "presence", "available", "rb@localhost/b", NULL, NULL, NULL }) &&
+              expect(&a2, "a2", (struct want){ "presence", "available", "ra@localhost/a", NULL, NULL, NULL }) &&
+              expect(&b, "b", (struct want){ "presence", "available", "ra@localhost/a2", NULL, NULL, NULL });
+    /* a2 drops without unavailable: b and a hear unavailable from it */
+    sc_close(&a2);
+    CHECK(okp, "-");
+    CHECK(expect(&b, "b", (struct want){ "presence", "unavailable", "ra@localhost/a2", NULL, NULL, NULL }),
+          "unavailable of a dropped session");
+    CHECK(expect(&a, "a", (struct want){ "presence", "unavailable", "ra@localhost/a2", NULL, NULL, NULL }),
+          "own resource's unavailable");
+    /* a leaves with a status: b hears it; b asks for a's last activity */
+    CHECK(sc_send_raw(&a, "<presence type='unavailable'><status>gone fishing</status></presence>") == 0, "send");
+    CHECK(expect(&b, "b", (struct want){ "presence", "unavailable", "ra@localhost/a", NULL, NULL, NULL }), "-");
+    CHECK(ask(&b, "l1", "<iq type='get' to='ra@localhost' id='l1'><query xmlns='jabber:iq:last'/></iq>", NULL, &r),
+          "last activity");
+    xmpp_stanza_t *lq = xmpp_stanza_get_child_by_name_and_ns(r, "query", "jabber:iq:last");
+    char *text = lq ? xmpp_stanza_get_text(lq) : NULL;
+    int lok = lq && attr(lq, "seconds")[0] && text && strcmp(text, "gone fishing") == 0;
+    if (text)
+        xmpp_free(sc_ctx(), text);
+    CHECK(lok, "last activity: %s", stanza_str(r));
+    xmpp_stanza_release(r);
+    r = NULL;
+    /* rc is no contact of a's: forbidden */
+    CHECK(ask(&c, "l2", "<iq type='get' to='ra@localhost' id='l2'><query xmlns='jabber:iq:last'/></iq>", "forbidden",
+              NULL),
+          "-");
+    ok = 1;
+out:
+    if (r)
+        xmpp_stanza_release(r);
+    if (la)
+        sc_close(&a);
+    if (lb)
+        sc_close(&b);
+    if (lc)
+        sc_close(&c);
+    if (started && srv_stop(&s) < 0) {
+        fail_reason("server: bad exit");
+        ok = 0;
+    }
+    return ok;
+}
+
+/* A request to an offline user is kept and delivered at its login; pre-approval;
+ * removal cancels both ways; directed presence is followed by unavailable. */
+static int
+t_roster_pending_preapproval_removal(void)
+{
+    struct srv s;
+    struct sc a, b, c;
+    int ok = 0, started = 0, la = 0, lb = 0, lc = 0;
+    CHECK(srv_start_body(&s, RO_USERS, RO_BODY) == 0, "server: -");
+    started = 1;
+    CHECK(login(&a, "ra@localhost/a", "pw-ra", &s), "login a");
+    la = 1;
+    CHECK(get_roster(&a, "ga"), "-");
+    CHECK(sc_send_raw(&a, "<presence/>") == 0, "send");
+    CHECK(expect(&a, "a", (struct want){ "presence", "available", "ra@localhost/a", NULL, NULL, NULL }), "echo");
+    /* rb is offline: the request waits */
+    CHECK(sc_send_raw(&a, "<presence to='rb@localhost' type='subscribe'><status>hi, it is a</status></presence>") == 0,
+          "send");
+    CHECK(expect(&a, "a", (struct want){ "iq", "set", NULL, "rb@localhost", "none", "subscribe" }), "-");
+    CHECK(sc_sync(&a), "sync");
+    CHECK(login(&b, "rb@localhost/b", "pw-rb", &s), "login b");
+    lb = 1;
+    /* not before b's initial presence */
+    CHECK(expect_none(&b, "b", (struct want){ "presence", "subscribe", NULL, NULL, NULL, NULL }), "before presence");
+    CHECK(get_roster(&b, "gb"), "-");
+    CHECK(sc_send_raw(&b, "<presence/>") == 0, "send");
+    CHECK(expect(&b, "b", (struct want){ "presence", "subscribe", "ra@localhost", NULL, NULL, NULL }),
+          "the kept request at login");
+    /* rc pre-approves rb; rb's request is then approved at once */
+    CHECK(login(&c, "rc@localhost/c", "pw-rc", &s), "login c");
+    lc = 1;
+    CHECK(get_roster(&c, "gc"), "-");
+    CHECK(sc_send_raw(&c, "<presence to='rb@localhost' type='subscribed'/>") == 0, "send");
+    CHECK(expect(&c, "c", (struct want){ "iq", "set", NULL, "rb@localhost", "none", NULL }), "pre-approval push");
+    CHECK(sc_send_raw(&b, "<presence to='rc@localhost' type='subscribe'/>") == 0, "send");
+    CHECK(expect(&b, "b", (struct want){ "presence", "subscribed", "rc@localhost", NULL, NULL, NULL }),
+          "pre-approved: subscribed at once");
+    CHECK(expect(&c, "c", (struct want){ "iq", "set", NULL, "rb@localhost", "from", NULL }), "push from");
+    CHECK(expect_none(&c, "c", (struct want){ "presence", "subscribe", NULL, NULL, NULL, NULL }),
+          "a pre-approved request is not shown");
+    /* b approves a, then removes a: a gets unsubscribed and its item goes to none */
+    CHECK(sc_send_raw(&b, "<presence to='ra@localhost' type='subscribed'/>") == 0, "send");
+    CHECK(expect(&a, "a", (struct want){ "iq", "set", NULL, "rb@localhost", "to", NULL }), "push to");
+    CHECK(ask(&b, "rm",
+              "<iq type='set' id='rm'><query xmlns='" NS_ROSTER "'><item jid='ra@localhost' subscription='remove'/>"
+              "</query></iq>",
+              NULL, NULL),
+          "-");
+    CHECK(expect(&a, "a", (struct want){ "presence", "unsubscribed", "rb@localhost", NULL, NULL, NULL }), "-");
+    CHECK(expect(&a, "a", (struct want){ "iq", "set", NULL, "rb@localhost", "none", NULL }), "push none");
+    /* directed presence from a to rc (no subscription): unavailable follows it */
+    CHECK(sc_send_raw(&a, "<presence to='rc@localhost/c'/>") == 0, "send");
+    CHECK(expect(&c, "c", (struct want){ "presence", "available", "ra@localhost/a", NULL, NULL, NULL }), "directed");
+    sc_close(&a);
+    la = 0;
+    CHECK(expect(&c, "c", (struct want){ "presence", "unavailable", "ra@localhost/a", NULL, NULL, NULL }),
+          "unavailable after directed presence");
+    ok = 1;
+out:
+    if (la)
+        sc_close(&a);
+    if (lb)
+        sc_close(&b);
+    if (lc)
+        sc_close(&c);
+    if (started && srv_stop(&s) < 0) {
+        fail_reason("server: bad exit");
+        ok = 0;
+    }
+    return ok;
+}
+
+/* A flood of subscription requests from one sender is cut at the rate limit;
+ * others are unharmed; deleting an account drops its roster. */
+static int
+t_roster_flood_and_deletion(void)
+{
+    struct srv s;
+    struct sc a, b;
+    int ok = 0, started = 0, la = 0, lb = 0;
+    xmpp_stanza_t *r = NULL;
+    CHECK(srv_start_body(&s, RO_USERS, RO_BODY) == 0, "server: -");
+    started = 1;
+    CHECK(witness_up(&s), "witnesses");
+    CHECK(login(&a, "ra@localhost/a", "pw-ra", &s), "login a");
+    la = 1;
+    CHECK(login(&b, "rb@localhost/b", "pw-rb", &s), "login b");
+    lb = 1;
+    CHECK(sc_send_raw(&b, "<presence/>") == 0, "send");
+    for (int i = 0; i < 20; i++) {
+        CHECK(sc_send_raw(&a, "<presence to='rb@localhost' type='subscribe'/>") == 0, "send");
+        CHECK(sc_send_raw(&a, "<presence to='rb@localhost' type='unsubscribe'/>") == 0, "send");
+    }
+    CHECK(sc_sync(&a), "sync");
+    sc_pump(300);
+    int n = 0;
+    for (;;) {
+        struct want w = { "presence", "subscribe", "ra@localhost", NULL, NULL, NULL };
+        xmpp_stanza_t *st = sc_wait(&b, pred_want, &w, 200);
+        if (st == NULL)
+            break;
+        xmpp_stanza_release(st);
+        n++;
+    }
+    CHECK(n == 5, "want 5 requests through (subscribe_per_minute = 5), got %d", n);
+    CHECK(witness_check(&s, "flood"), "-");
+    /* ra has rb in its roster; deluser ra drops it: a new ra has an empty roster */
+    CHECK(ask(&a, "g1", "<iq type='get' id='g1'><query xmlns='" NS_ROSTER "'/></iq>", NULL, &r), "-");
+    CHECK(roster_item(r, "rb@localhost"), "no rb in ra's roster: %s", stanza_str(r));
+    xmpp_stanza_release(r);
+    r = NULL;
+    char out[512];
+    const char *del[] = { "deluser", "ra@localhost", NULL };
+    CHECK(srv_ctl(&s, NULL, out, sizeof out, del) == 0, "deluser: %s", out);
+    sc_close(&a);
+    la = 0;
+    const char *add[] = { "adduser", "ra@localhost", NULL };
+    CHECK(srv_ctl(&s, "pw-ra\n", out, sizeof out, add) == 0, "adduser: %s", out);
+    CHECK(login(&a, "ra@localhost/again", "pw-ra", &s), "login again");
+    la = 1;
+    CHECK(ask(&a, "g2", "<iq type='get' id='g2'><query xmlns='" NS_ROSTER "'/></iq>", NULL, &r), "-");
+    CHECK(roster_item(r, "rb@localhost") == NULL, "the old roster came back: %s", stanza_str(r));
+    ok = 1;
+out:
+    if (r)
+        xmpp_stanza_release(r);
+    if (la)
+        sc_close(&a);
+    if (lb)
+        sc_close(&b);
+    witness_down();
+    if (started && srv_stop(&s) < 0) {
+        fail_reason("server: bad exit");
+        ok = 0;
+    }
+    return ok;
+}
+
+const struct test t_roster_tests[] = {
+    { "roster: items, pushes to interested resources, versions, limits, bad input, restart",
+      t_roster_items_pushes_versions, 1 },
+    { "roster: subscription handshake, presence broadcast and echo, dropped session, last activity",
+      t_roster_handshake_and_presence, 1 },
+    { "roster: request kept for an offline user, pre-approval, removal, directed presence", 
+      t_roster_pending_preapproval_removal, 1 },
+    { "roster: subscription flood cut at the rate limit, deluser drops the roster", t_roster_flood_and_deletion, 1 },
+    ITEST_END
+};
