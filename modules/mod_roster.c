@@ -475,7 +475,7 @@ last_get(struct pt_mod *m, struct pt_session *s, struct pt_stanza *iq)
 {
     (void)s;
     const char *owner = pt_stanza_to(iq)->bare;
-    if (!pt_account_exists(m, owner) || !may_see(m, owner, pt_stanza_from(iq))) {
+    if (pt_account_exists(m, owner) != 1 || !may_see(m, owner, pt_stanza_from(iq))) {
         /* XEP-0012 4: not subscribed: forbidden (and nothing tells whether the account exists) */
         pt_reply_error(m, iq, "auth", "forbidden", NULL);
         return PT_HANDLED;
@@ -882,7 +882,7 @@ inbound_sub(struct pt_mod *m, const char *owner, const char *contact, struct pt_
 {
     struct roster_state *S = ST(m);
     const char *type = pt_stanza_type(st);
-    if (!pt_account_exists(m, owner)) {
+    if (pt_account_exists(m, owner) != 1) {
         /* 3.1.3: no such user: the request is declined */
         if (strcmp(type, "subscribe") == 0)
             send_sub(m, "unsubscribed", owner, contact, NULL);
@@ -1063,7 +1063,7 @@ in_presence(struct pt_mod *m, struct pt_session *s, struct pt_stanza *st)
     }
     if (type_is(st, "probe")) {
         /* 4.3.2: answered for a contact with a subscription 'from', silently ignored otherwise */
-        if (pt_account_exists(m, to->bare) && may_see(m, to->bare, from) && strcmp(from->bare, to->bare) != 0)
+        if (pt_account_exists(m, to->bare) == 1 && may_see(m, to->bare, from) && strcmp(from->bare, to->bare) != 0)
             answer_probe(m, to->bare, from, 1);
         return PT_HANDLED;
     }

@@ -182,3 +182,28 @@ pt_encryption_required(const struct pt_mod *m)
 {
     return m->srv->conf->require_encryption;
 }
+
+struct walk {
+    struct pt_mod *m;
+    int (*fn)(struct pt_mod *m, const char *bare, void *arg);
+    void *arg;
+    int n;
+};
+
+static int
+walk_one(void *arg, const char *bare)
+{
+    struct walk *w = arg;
+    w->n++;
+    return w->fn(w->m, bare, w->arg);
+}
+
+int
+pt_accounts_walk(struct pt_mod *m, int (*fn)(struct pt_mod *m, const char *bare, void *arg), void *arg)
+{
+    if (fn == NULL || m->host->kind != HOST_USER)
+        return PT_EINVAL;
+    struct walk w = { m, fn, arg, 0 };
+    int rc = store_account_list(m->srv->store, m->host->name, walk_one, &w);
+    return rc < 0 ? rc : w.n;
+}

@@ -421,6 +421,11 @@ int pt_account_passwd(struct pt_mod *m, const char *bare, const char *password);
  * the commit fails, the account and its sessions stay. 0, PT_ENOTFOUND,
  * PT_EINVAL, PT_ESTORE, PT_ENOMEM. */
 int pt_account_delete(struct pt_mod *m, const char *bare);
+/* Every account of the instance's host, in byte order of the node, until fn
+ * returns nonzero (a user directory, admin lists). A linear walk: bound the
+ * work yourself on big hosts. How many fn was called for, or PT_EINVAL
+ * (server-wide or on a service), PT_ESTORE. */
+int pt_accounts_walk(struct pt_mod *m, int (*fn)(struct pt_mod *m, const char *bare, void *arg), void *arg);
 /* The host's `allow_registration` option (0 on a service and server-wide). */
 int pt_registration_allowed(const struct pt_mod *m);
 /* The server's `require_encryption` option: no authentication before TLS. */

@@ -7,6 +7,7 @@
 #include "harness.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define NS_ROSTER "jabber:iq:roster"
@@ -531,6 +532,120 @@ out:
     return ok;
 }
 
+/* ---- avatars in presence (XEP-0153) and the user directory (XEP-0055) ------------------------- */
+
+static const char PR_BODY[] =
+    "host \"localhost\" {\n"
+    "    modules = { \"disco\", \"ping\", \"roster\", \"vcard\" }\n"
+    "    vcard { search_max_results = 2 }\n"
+    "}\n";
+static const char PR_USERS[] = "ra@localhost pw-ra\nrb@localhost pw-rb\nrc@localhost pw-rc\nzed@localhost pw-zed\n";
+
+#define AVATAR_B64 "iVBORyBmYWtlIGF2YXRh\n ciBieXRlcyAAAQKJUE5HIGZha2UgYXZhdGFyIGJ5dGVzIAABAolQTkcgZmFrZSBhdmF0YXIgYnl0ZXMgAAEC"
+#define AVATAR_SHA1 "4187b524812d25d483bc1113c25e87a562060af8"
+
+/* the <photo/> text of a presence's vcard-temp:x:update, or NULL if it has none; *had_x */
+static char *
+photo_of(xmpp_stanza_t *st, int *had_x)
+{
+    xmpp_stanza_t *x = xmpp_stanza_get_child_by_name_and_ns(st, "x", "vcard-temp:x:update");
+    *had_x = x != NULL;
+    xmpp_stanza_t *p = x ? xmpp_stanza_get_child_by_name(x, "photo") : NULL;
+    if (p == NULL)
+        return NULL;
+    char *t = xmpp_stanza_get_text(p);
+    return t ? t : strdup("");
+}
+
+static int
+t_profile_avatar_and_search(void)
+{
+    struct srv s;
+    struct sc a;
+    int ok = 0, started = 0, la = 0;
+    xmpp_stanza_t *r = NULL;
+    char *photo = NULL;
+    CHECK(srv_start_body(&s, PR_USERS, PR_BODY) == 0, "server: -");
+    started = 1;
+    CHECK(login(&a, "ra@localhost/a", "pw-ra", &s), "login");
+    la = 1;
+    /* no vCard yet: the presence says "no avatar" (an empty photo) */
+    CHECK(sc_send_raw(&a, "<presence/>") == 0, "send");
+    struct want echo = { "presence", "available", "ra@localhost/a", NULL, NULL, NULL };
+    r = sc_wait(&a, pred_want, &echo, 5000);
+    CHECK(r, "no echo of the presence");
+    int had_x;
+    photo = photo_of(r, &had_x);
+    CHECK(had_x && photo && photo[0] == '\0', "want an empty photo: %s", stanza_str(r));
+    free(photo);
+    photo = NULL;
+    xmpp_stanza_release(r);
+    r = NULL;
+    /* a vCard with a photo (folded base64) and a nickname */
+    CHECK(ask(&a, "v1",
+              "<iq type='set' id='v1'><vCard xmlns='vcard-temp'><FN>Romeo Montague</FN><NICKNAME>Ro</NICKNAME>"
+              "<PHOTO><TYPE>image/png</TYPE><BINVAL>" AVATAR_B64 "</BINVAL></PHOTO></vCard></iq>",
+              NULL, NULL),
+          "-");
+    /* the next presence carries its hash; a wrong one from the client is corrected */
+    CHECK(sc_send_raw(&a, "<presence><x xmlns='vcard-temp:x:update'><photo>0000</photo></x></presence>") == 0, "send");
+    r = sc_wait(&a, pred_want, &echo, 5000);
+    CHECK(r, "no echo of the presence");
+    photo = photo_of(r, &had_x);
+    CHECK(photo && strcmp(photo, AVATAR_SHA1) == 0, "want photo " AVATAR_SHA1 ": %s", stanza_str(r));
+    free(photo);
+    photo = NULL;
+    xmpp_stanza_release(r);
+    r = NULL;
+    /* the directory: by nickname (legacy field, case-insensitive), by username (form), none, too many */
+    CHECK(ask(&a, "q1", "<iq type='set' to='localhost' id='q1'><query xmlns='jabber:iq:search'><nick>rO</nick></query></iq>",
+              NULL, &r),
+          "-");
+    xmpp_stanza_t *q = xmpp_stanza_get_child_by_name_and_ns(r, "query", "jabber:iq:search");
+    xmpp_stanza_t *it = q ? xmpp_stanza_get_child_by_name(q, "item") : NULL;
+    CHECK(it && strcmp(attr(it, "jid"), "ra@localhost") == 0, "want ra found by its nickname: %s", stanza_str(r));
+    xmpp_stanza_release(r);
+    r = NULL;
+    CHECK(ask(&a, "q2",
+              "<iq type='set' to='localhost' id='q2'><query xmlns='jabber:iq:search'><x xmlns='jabber:x:data' "
+              "type='submit'><field var='FORM_TYPE'><value>jabber:iq:search</value></field><field var='user'>"
+              "<value>ze</value></field></x></query></iq>",
+              NULL, &r),
+          "-");
+    CHECK(strstr(stanza_str(r), "<value>zed@localhost</value>") && !strstr(stanza_str(r), "<value>ra@localhost</value>"),
+          "want zed alone: %s", stanza_str(r));
+    xmpp_stanza_release(r);
+    r = NULL;
+    CHECK(ask(&a, "q3", "<iq type='set' to='localhost' id='q3'><query xmlns='jabber:iq:search'><nick/></query></iq>",
+              "not-acceptable", NULL),
+          "an empty search");
+    /* "r" matches ra, rb and rc: at most search_max_results = 2 */
+    CHECK(ask(&a, "q4", "<iq type='set' to='localhost' id='q4'><query xmlns='jabber:iq:search'><nick>r</nick></query></iq>",
+              NULL, &r),
+          "-");
+    q = xmpp_stanza_get_child_by_name_and_ns(r, "query", "jabber:iq:search");
+    int n = 0;
+    for (xmpp_stanza_t *i = q ? xmpp_stanza_get_children(q) : NULL; i; i = xmpp_stanza_get_next(i))
+        n++;
+    CHECK(n == 2, "want 2 results, got %d: %s", n, stanza_str(r));
+    xmpp_stanza_release(r);
+    r = NULL;
+    CHECK(ask(&a, "q5", "<iq type='get' to='localhost' id='q5'><query xmlns='jabber:iq:search'/></iq>", NULL, &r), "-");
+    CHECK(strstr(stanza_str(r), "var=\"user\"") && strstr(stanza_str(r), "<nick"), "no form: %s", stanza_str(r));
+    ok = 1;
+out:
+    free(photo);
+    if (r)
+        xmpp_stanza_release(r);
+    if (la)
+        sc_close(&a);
+    if (started && srv_stop(&s) < 0) {
+        fail_reason("server: bad exit");
+        ok = 0;
+    }
+    return ok;
+}
+
 const struct test t_roster_tests[] = {
     { "roster: items, pushes to interested resources, versions, limits, bad input, restart",
       t_roster_items_pushes_versions, 1 },
@@ -539,5 +654,6 @@ const struct test t_roster_tests[] = {
     { "roster: request kept for an offline user, pre-approval, removal, directed presence", 
       t_roster_pending_preapproval_removal, 1 },
     { "roster: subscription flood cut at the rate limit, deluser drops the roster", t_roster_flood_and_deletion, 1 },
+    { "profile: avatar hash in presence (XEP-0153), user directory (XEP-0055)", t_profile_avatar_and_search, 1 },
     ITEST_END
 };
