@@ -34,12 +34,14 @@ struct roster_conf {
     long long max_items;
     int refuse_strangers;
     long long subscribe_per_minute;
+    long long presence_per_second;      /* broadcasts per session; burst: 5 times that */
 };
 
 static const struct pt_option roster_options[] = {
     { "max_items", PT_OPT_INT, "5000", 1, 1000000, offsetof(struct roster_conf, max_items) },
     { "refuse_strangers", PT_OPT_BOOL, "false", 0, 0, offsetof(struct roster_conf, refuse_strangers) },
     { "subscribe_per_minute", PT_OPT_INT, "30", 1, 100000, offsetof(struct roster_conf, subscribe_per_minute) },
+    { "presence_per_second", PT_OPT_INT, "2", 1, 1000, offsetof(struct roster_conf, presence_per_second) },
     { NULL, 0, NULL, 0, 0, 0 },
 };
 
@@ -58,10 +60,24 @@ struct roster_state {
     struct rate rates[RATE_SLOTS];
 };
 
+struct held;
+
 struct rsess {
     unsigned interested : 1, versioning : 1, announced : 1;
     char **directed;            /* JIDs sent directed available presence, not contacts */
     size_t ndirected, capdirected;
+    double tokens;              /* presence updates the session may broadcast now */
+    uint64_t refilled_ms;
+    struct held *held;          /* an update held back by the rate (the latest wins) */
+};
+
+/* A presence update over the rate, broadcast when the session has a token
+ * again: the session's presence at that time, so a burst collapses into its
+ * last state. Found again by id (the session may have gone meanwhile). */
+struct held {
+    struct pt_timer *timer;
+    uint64_t id;
+    char bare[PT_DB_KEY_MAX];
 };
 
 static struct roster_state *
@@ -999,6 +1015,86 @@ directed_note(struct rsess *d, const char *to, int available)
         d->ndirected++;
 }
 
+struct find_id {
+    uint64_t id;
+    struct pt_session *s;
+};
+
+static int
+find_id(struct pt_mod *m, struct pt_session *s, void *arg)
+{
+    (void)m;
+    struct find_id *f = arg;
+    if (pt_session_id(s) != f->id)
+        return 0;
+    f->s = s;
+    return 1;
+}
+
+static void
+held_fire(struct pt_mod *m, void *arg)
+{
+    struct held *h = arg;
+    struct find_id f = { h->id, NULL };
+    pt_user_sessions(m, h->bare, find_id, &f);
+    struct rsess *d = f.s ? SS(m, f.s) : NULL;
+    if (d && d->held == h) {
+        d->held = NULL;
+        const struct pt_stanza *p = pt_session_presence(f.s);
+        if (d->announced && p) {
+            d->tokens = d->tokens >= 1 ? d->tokens - 1 : 0;
+            broadcast(m, f.s, (struct pt_stanza *)p, NULL, 0);
+        }
+    }
+    free(h);
+}
+
+/* 1 if the update may go out now; else it is held (a timer broadcasts the latest state later) */
+static int
+rate_ok(struct pt_mod *m, struct pt_session *s, struct rsess *d)
+{
+    double rate = (double)CF(m)->presence_per_second, burst = rate * 5;
+    uint64_t now = pt_now_ms();
+    if (d->refilled_ms == 0) {
+        d->tokens = burst;
+    } else {
+        d->tokens += rate * (double)(now - d->refilled_ms) / 1000.0;
+        if (d->tokens > burst)
+            d->tokens = burst;
+    }
+    d->refilled_ms = now;
+    if (d->held)
+        return 0;                       /* one is waiting: this one replaces it (the session's presence) */
+    if (d->tokens >= 1) {
+        d->tokens -= 1;
+        return 1;
+    }
+    struct held *h = calloc(1, sizeof *h);
+    if (h == NULL)
+        return 1;
+    h->id = pt_session_id(s);
+    snprintf(h->bare, sizeof h->bare, "%s", pt_session_jid(s)->bare);
+    unsigned wait = (unsigned)((1.0 - d->tokens) * 1000.0 / rate) + 1;
+    if ((h->timer = pt_timer_once(m, wait, held_fire, h)) == NULL) {
+        free(h);
+        return 1;
+    }
+    d->held = h;
+    pt_log(m, PT_LOG_DEBUG, "%s: presence updates over %lld a second: held for %u ms", pt_session_jid(s)->full,
+           CF(m)->presence_per_second, wait);
+    return 0;
+}
+
+static void
+held_cancel(struct pt_mod *m, struct rsess *d)
+{
+    if (d->held == NULL)
+        return;
+    pt_timer_cancel(m, &d->held->timer);
+    free(d->held);
+    d->held = NULL;
+}
+
 /* A presence from the user's own client: broadcast (no 'to'), a subscription, or directed. */
 static enum pt_verdict
 pre_presence(struct pt_mod *m, struct pt_session *s, struct pt_stanza *st)
@@ -1014,11 +1110,15 @@ pre_presence(struct pt_mod *m, struct pt_session *s, struct pt_stanza *st)
         if (type_is(st, "available")) {
             int first = !d->announced;
             d->announced = 1;
-            broadcast(m, s, st, NULL, 0);
+            /* a flood of updates would be multiplied by every contact: over
+             * the rate, only the latest goes out, a little later */
+            if (first || rate_ok(m, s, d))
+                broadcast(m, s, st, NULL, 0);
             if (first)
                 initial(m, s);
         } else if (type_is(st, "unavailable") && d->announced) {
             d->announced = 0;
+            held_cancel(m, d);
             broadcast(m, s, st, NULL, 1);
             if (!online(m, me->bare, s))
                 last_save(m, me->bare, st);
@@ -1098,6 +1198,7 @@ session_ended(struct pt_mod *m, const struct pt_event *ev)
     struct rsess *d = s ? SS(m, s) : NULL;
     if (d == NULL)
         return;
+    held_cancel(m, d);
     if (d->announced) {
         /* a session gone without its unavailable presence (4.5.2): the server says it */
         d->announced = 0;

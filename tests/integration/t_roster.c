@@ -532,6 +532,80 @@ out:
     return ok;
 }
 
+
+/* both subscribed through the protocol: a asks, b approves (both online, presence sent) */
+static int
+befriend(struct sc *a, const char *abare, struct sc *b, const char *bbare)
+{
+    char xml[200];
+    snprintf(xml, sizeof xml, "<presence to='%s' type='subscribed'/>", abare);
+    sc_send_raw(b, xml);                     /* pre-approval */
+    snprintf(xml, sizeof xml, "<presence to='%s' type='subscribed'/>", bbare);
+    sc_send_raw(a, xml);
+    snprintf(xml, sizeof xml, "<presence to='%s' type='subscribe'/>", bbare);
+    sc_send_raw(a, xml);
+    snprintf(xml, sizeof xml, "<presence to='%s' type='subscribe'/>", abare);
+    sc_send_raw(b, xml);
+    return sc_sync(a) && sc_sync(b);
+}
+
+/* A flood of presence updates is not multiplied: over presence_per_second
+ * (burst 5 times that) updates are held and collapse into the latest. */
+static int
+t_roster_presence_flood_collapses(void)
+{
+    struct srv s;
+    struct sc a, b;
+    int ok = 0, started = 0, la = 0, lb = 0;
+    CHECK(srv_start_body(&s, RO_USERS, RO_BODY) == 0, "server: -");
+    started = 1;
+    CHECK(login(&a, "ra@localhost/a", "pw-ra", &s) && login(&b, "rb@localhost/b", "pw-rb", &s), "login");
+    la = lb = 1;
+    CHECK(sc_send_raw(&a, "<presence/>") == 0 && sc_send_raw(&b, "<presence/>") == 0, "send");
+    CHECK(befriend(&a, "ra@localhost", &b, "rb@localhost"), "befriend");
+    sc_pump(300);
+    for (size_t i = b.ngot; i > 0; i--) {       /* start counting from here */
+        xmpp_stanza_release(b.got[i - 1]);
+        b.got[i - 1] = NULL;
+    }
+    b.ngot = 0;
+    for (int i = 0; i < 40; i++) {
+        char xml[100];
+        snprintf(xml, sizeof xml, "<presence><status>s%d</status></presence>", i);
+        CHECK(sc_send_raw(&a, xml) == 0, "send");
+    }
+    CHECK(sc_sync(&a), "sync");
+    sc_pump(1500);
+    int n = 0;
+    char last[32] = "";
+    for (;;) {
+        struct want w = { "presence", "available", "ra@localhost/a", NULL, NULL, NULL };
+        xmpp_stanza_t *st = sc_wait(&b, pred_want, &w, 300);
+        if (st == NULL)
+            break;
+        xmpp_stanza_t *t = xmpp_stanza_get_child_by_name(st, "status");
+        char *txt = t ? xmpp_stanza_get_text(t) : NULL;
+        snprintf(last, sizeof last, "%s", txt ? txt : "");
+        if (txt)
+            xmpp_free(sc_ctx(), txt);
+        xmpp_stanza_release(st);
+        n++;
+    }
+    CHECK(n >= 2 && n <= 16, "want the 40 updates cut to about 10 + 2 a second, got %d", n);
+    CHECK(strcmp(last, "s39") == 0, "the latest state did not go out last: \"%s\"", last);
+    ok = 1;
+out:
+    if (la)
+        sc_close(&a);
+    if (lb)
+        sc_close(&b);
+    if (started && srv_stop(&s) < 0) {
+        fail_reason("server: bad exit");
+        ok = 0;
+    }
+    return ok;
+}
+
 /* ---- avatars in presence (XEP-0153) and the user directory (XEP-0055) ------------------------- */
 
 static const char PR_BODY[] =
@@ -654,6 +728,7 @@ const struct test t_roster_tests[] = {
     { "roster: request kept for an offline user, pre-approval, removal, directed presence", 
       t_roster_pending_preapproval_removal, 1 },
     { "roster: subscription flood cut at the rate limit, deluser drops the roster", t_roster_flood_and_deletion, 1 },
+    { "roster: a flood of presence updates collapses into the latest", t_roster_presence_flood_collapses, 1 },
     { "profile: avatar hash in presence (XEP-0153), user directory (XEP-0055)", t_profile_avatar_and_search, 1 },
     ITEST_END
 };
