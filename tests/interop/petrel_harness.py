@@ -39,7 +39,7 @@ def free_port():
 class Server:
     """petreld on 127.0.0.1:<port> (STARTTLS), host localhost."""
 
-    def __init__(self, users):
+    def __init__(self, users, host_body=None):
         self.tmp = tempfile.mkdtemp(prefix="petrel-interop-")
         self.port = free_port()
         self.conf = os.path.join(self.tmp, "petrel.conf")
@@ -47,7 +47,8 @@ class Server:
         with open(self.conf, "w") as f:
             f.write(f'data_dir = "{self.tmp}/var"\nlog_level = "debug"\n'
                     f'listen "127.0.0.1:{self.port}" {{ type = "c2s" tls = "starttls" }}\n'
-                    'host "localhost" { modules = { "disco", "ping", "version", "time", "uptime" } }\n')
+                    'host "localhost" { ' +
+                    (host_body or 'modules = { "disco", "ping", "version", "time", "uptime" }') + ' }\n')
         # before the server's first start: the store does not exist yet
         self.users_out = subprocess.run([PETRELCTL, "-c", self.conf, "--create-store", "adduser", "--batch"],
                                         input=users,
