@@ -606,6 +606,65 @@ out:
     return ok;
 }
 
+
+/* Receipts (XEP-0184), chat markers (XEP-0333) and chat states (XEP-0085)
+ * go through unchanged, both ways. */
+static int
+t_im_receipts_markers_states(void)
+{
+    struct srv s;
+    struct sc a, b;
+    int ok = 0, started = 0, la = 0, lb = 0;
+    xmpp_stanza_t *m = NULL;
+    CHECK(srv_start_body(&s, RO_USERS, RO_BODY) == 0, "server: -");
+    started = 1;
+    CHECK(login(&a, "ra@localhost/a", "pw-ra", &s) && login(&b, "rb@localhost/b", "pw-rb", &s), "login");
+    la = lb = 1;
+    CHECK(sc_send_raw(&a, "<presence/>") == 0 && sc_send_raw(&b, "<presence/>") == 0, "send");
+    CHECK(sc_send_raw(&a, "<message to='rb@localhost' type='chat' id='r1'><body>read me</body>"
+                          "<request xmlns='urn:xmpp:receipts'/><markable xmlns='urn:xmpp:chat-markers:0'/>"
+                          "<active xmlns='http://jabber.org/protocol/chatstates'/></message>") == 0,
+          "send");
+    m = sc_wait_id(&b, "r1", 5000);
+    CHECK(m, "b got nothing");
+    CHECK(xmpp_stanza_get_child_by_name_and_ns(m, "request", "urn:xmpp:receipts") &&
+              xmpp_stanza_get_child_by_name_and_ns(m, "markable", "urn:xmpp:chat-markers:0") &&
+              xmpp_stanza_get_child_by_name_and_ns(m, "active", "http://jabber.org/protocol/chatstates"),
+          "children lost: %s", stanza_str(m));
+    xmpp_stanza_release(m);
+    m = NULL;
+    CHECK(sc_send_raw(&b, "<message to='ra@localhost/a' id='r2'><received xmlns='urn:xmpp:receipts' id='r1'/>"
+                          "<displayed xmlns='urn:xmpp:chat-markers:0' id='r1'/></message>") == 0,
+          "send");
+    m = sc_wait_id(&a, "r2", 5000);
+    CHECK(m, "a got no receipt");
+    xmpp_stanza_t *rc = xmpp_stanza_get_child_by_name_and_ns(m, "received", "urn:xmpp:receipts");
+    xmpp_stanza_t *dc = xmpp_stanza_get_child_by_name_and_ns(m, "displayed", "urn:xmpp:chat-markers:0");
+    CHECK(rc && strcmp(attr(rc, "id"), "r1") == 0 && dc && strcmp(attr(dc, "id"), "r1") == 0,
+          "receipt or marker changed: %s", stanza_str(m));
+    xmpp_stanza_release(m);
+    m = NULL;
+    CHECK(sc_send_raw(&a, "<message to='rb@localhost' type='chat' id='r3'>"
+                          "<composing xmlns='http://jabber.org/protocol/chatstates'/></message>") == 0,
+          "send");
+    m = sc_wait_id(&b, "r3", 5000);
+    CHECK(m && xmpp_stanza_get_child_by_name_and_ns(m, "composing", "http://jabber.org/protocol/chatstates"),
+          "chat state lost: %s", m ? stanza_str(m) : "nothing");
+    ok = 1;
+out:
+    if (m)
+        xmpp_stanza_release(m);
+    if (la)
+        sc_close(&a);
+    if (lb)
+        sc_close(&b);
+    if (started && srv_stop(&s) < 0) {
+        fail_reason("server: bad exit");
+        ok = 0;
+    }
+    return ok;
+}
+
 /* ---- avatars in presence (XEP-0153) and the user directory (XEP-0055) ------------------------- */
 
 static const char PR_BODY[] =
@@ -729,6 +788,7 @@ const struct test t_roster_tests[] = {
       t_roster_pending_preapproval_removal, 1 },
     { "roster: subscription flood cut at the rate limit, deluser drops the roster", t_roster_flood_and_deletion, 1 },
     { "roster: a flood of presence updates collapses into the latest", t_roster_presence_flood_collapses, 1 },
+    { "im: receipts, chat markers and chat states pass unchanged", t_im_receipts_markers_states, 1 },
     { "profile: avatar hash in presence (XEP-0153), user directory (XEP-0055)", t_profile_avatar_and_search, 1 },
     ITEST_END
 };
