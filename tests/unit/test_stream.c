@@ -42,6 +42,7 @@
 static struct {
     int keep;                           /* session-lost: keep the session */
     struct pt_session *kept;
+    struct pt_stanza *feat_kept;        /* the features element a hook kept a reference to */
     struct pt_stanza *held[8];
     size_t nheld;
     unsigned out_seen, dropped, started, ended, resumed, lost, preauth_iq, features, resume_rc;
@@ -98,6 +99,9 @@ feat_pre(struct pt_mod *m, struct pt_session *s, struct pt_stanza *st)
     (void)s;
     T.features++;
     xml_add(pt_stanza_xml(st), "urn:test:seams", "feature");
+    /* a module may keep what it is given: the features element outlives the stream's use of it */
+    if (T.feat_kept == NULL)
+        T.feat_kept = pt_stanza_ref(st);
     return PT_PASS;
 }
 
@@ -410,6 +414,7 @@ teardown(void **state)
     (void)state;
     for (size_t i = 0; i < T.nheld; i++)
         pt_stanza_unref(&T.held[i]);
+    pt_stanza_unref(&T.feat_kept);
     server_fini(&S.srv);
     conf_free(&S.conf);
     tu_rmtree(S.tmp);
@@ -431,6 +436,9 @@ test_preauth_hooks_and_sasl_mechanism(void **state)
     assert_true(cl_wait(&c, "</stream:features>", 3000));
     assert_true(strstr(c.buf, "<mechanism>X-TEST</mechanism>") != NULL);
     assert_int_equal(T.features, 1);
+    /* the kept features: still whole after the stream sent and dropped its own */
+    assert_non_null(T.feat_kept);
+    assert_non_null(xml_child(pt_stanza_xml(T.feat_kept), "urn:test:seams", "feature"));
     /* an iq before authentication, answered by the module */
     cl_send(&c, "<iq type='get' id='reg1'><query xmlns='jabber:iq:register'/></iq>");
     assert_true(cl_wait(&c, "id='reg1'", 3000));
