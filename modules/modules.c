@@ -4,6 +4,7 @@
 #include "conf.h"
 #include "petrel.h"
 
+extern const struct pt_module mod_blocking;
 extern const struct pt_module mod_disco;
 extern const struct pt_module mod_ping;
 extern const struct pt_module mod_roster;
@@ -15,6 +16,7 @@ extern const struct pt_module mod_vcard;
 extern const struct pt_module mod_version;
 
 const struct pt_module *const pt_builtin_modules[] = {
+    &mod_blocking,
     &mod_disco,
     &mod_ping,
     &mod_roster,

@@ -257,6 +257,7 @@ extern const struct test t_sessions_tests[];    /* t_sessions.c: sessions, the s
 extern const struct test t_storage_tests[];     /* t_storage.c: private XML and vCard storage */
 extern const struct test t_register_tests[];    /* t_register.c: in-band registration (XEP-0077) */
 extern const struct test t_roster_tests[];      /* t_roster.c: roster, subscriptions, presence */
+extern const struct test t_blocking_tests[];    /* t_blocking.c: blocking and reports (XEP-0191, XEP-0377) */
 
 /* ---- more for the store and data-folder tests (t_store.c) --------------------------------------- */
 /* A free TCP port on 127.0.0.1 (0 if none); whether one accepts connections. */
