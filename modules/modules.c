@@ -6,6 +6,7 @@
 
 extern const struct pt_module mod_blocking;
 extern const struct pt_module mod_disco;
+extern const struct pt_module mod_offline;
 extern const struct pt_module mod_ping;
 extern const struct pt_module mod_roster;
 extern const struct pt_module mod_private;
@@ -18,6 +19,7 @@ extern const struct pt_module mod_version;
 const struct pt_module *const pt_builtin_modules[] = {
     &mod_blocking,
     &mod_disco,
+    &mod_offline,
     &mod_ping,
     &mod_roster,
     &mod_private,

@@ -13,8 +13,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static const char *const default_modules[] = { "disco", "ping", "version", NULL };
-
 static char *errbuf;
 static size_t errbuf_len;
 static const char *errpath;             /* nested sections do not know their file */
@@ -224,7 +222,9 @@ build_schema(cfg_opt_t **out)
         CFG_STR("certificate", NULL, CFGF_NODEFAULT),
         CFG_STR("key", NULL, CFGF_NODEFAULT),
         CFG_STR_LIST("admins", "{}", CFGF_NONE),
-        CFG_STR_LIST("modules", "{disco, ping, version}", CFGF_NONE),
+        /* what a user of an IM server expects of a host with no list of its own */
+        CFG_STR_LIST("modules", "{disco, ping, version, time, uptime, roster, blocking, offline, vcard, private}",
+                     CFGF_NONE),
         CFG_BOOL("allow_registration", cfg_false, CFGF_NONE),
     };
     /* a service domain: no accounts, so no certificate for clients and no registration */
@@ -714,7 +714,6 @@ conf_load(const char *path, char *err, size_t errlen)
     }
     if (parse_services(c, cfg, path, err, errlen) < 0)
         goto fail;
-    (void)default_modules;
     errbuf = NULL;
     return c;
 

@@ -258,6 +258,7 @@ extern const struct test t_storage_tests[];     /* t_storage.c: private XML and 
 extern const struct test t_register_tests[];    /* t_register.c: in-band registration (XEP-0077) */
 extern const struct test t_roster_tests[];      /* t_roster.c: roster, subscriptions, presence */
 extern const struct test t_blocking_tests[];    /* t_blocking.c: blocking and reports (XEP-0191, XEP-0377) */
+extern const struct test t_offline_tests[];     /* t_offline.c: offline messages (mod_offline) */
 
 /* ---- more for the store and data-folder tests (t_store.c) --------------------------------------- */
 /* A free TCP port on 127.0.0.1 (0 if none); whether one accepts connections. */

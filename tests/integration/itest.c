@@ -1802,7 +1802,7 @@ static const struct test tests[] = {
 static const struct test *const tables[] = { tests, t_hardening_tests, t_store_tests, t_xml_tests,
                                              t_modules_tests, t_services_tests, t_sessions_tests,
                                              t_storage_tests, t_register_tests, t_roster_tests,
-                                             t_blocking_tests, NULL };
+                                             t_blocking_tests, t_offline_tests, NULL };
 
 static int
 selected(const char *name, int argc, char **argv)

@@ -621,6 +621,9 @@ t_im_receipts_markers_states(void)
     CHECK(login(&a, "ra@localhost/a", "pw-ra", &s) && login(&b, "rb@localhost/b", "pw-rb", &s), "login");
     la = lb = 1;
     CHECK(sc_send_raw(&a, "<presence/>") == 0 && sc_send_raw(&b, "<presence/>") == 0, "send");
+    /* b is available once its presence came back (else the message would find no resource) */
+    CHECK(expect(&b, "b", (struct want){ "presence", "available", "rb@localhost/b", NULL, NULL, NULL }), "echo b");
+    CHECK(expect(&a, "a", (struct want){ "presence", "available", "ra@localhost/a", NULL, NULL, NULL }), "echo a");
     CHECK(sc_send_raw(&a, "<message to='rb@localhost' type='chat' id='r1'><body>read me</body>"
                           "<request xmlns='urn:xmpp:receipts'/><markable xmlns='urn:xmpp:chat-markers:0'/>"
                           "<active xmlns='http://jabber.org/protocol/chatstates'/></message>") == 0,

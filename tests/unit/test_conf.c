@@ -131,11 +131,13 @@ test_minimal_defaults(void **state)
     assert_null(h->key);
     assert_int_equal(h->nadmins, 0);
     assert_false(h->allow_registration);
-    assert_int_equal(h->nmodules, 3);
-    assert_string_equal(h->modules[0], "disco");
-    assert_string_equal(h->modules[1], "ping");
-    assert_string_equal(h->modules[2], "version");
-    assert_null(h->modules[3]);
+    /* the default: what a user of an IM server expects */
+    static const char *const want[] = { "disco", "ping", "version", "time", "uptime", "roster",
+                                        "blocking", "offline", "vcard", "private" };
+    assert_int_equal(h->nmodules, 10);
+    for (size_t i = 0; i < 10; i++)
+        assert_string_equal(h->modules[i], want[i]);
+    assert_null(h->modules[10]);
     assert_non_null(h->cfg);
 
     /* module options take their defaults */
@@ -653,7 +655,7 @@ test_reload_and_two_alive(void **state)
     /* and loading works again afterwards */
     struct conf *c = conf_load(write_conf(f, LISTEN "host \"c.example\" {}\n"), err, sizeof err);
     assert_non_null(c);
-    assert_int_equal(c->hosts[0].nmodules, 3);
+    assert_int_equal(c->hosts[0].nmodules, 10);
     conf_free(&c);
 }
 
