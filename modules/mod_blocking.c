@@ -11,9 +11,8 @@
  * account, its resources and its own server are never blocked.
  *
  * Enforcement, on the user's host: stanzas from a blocked peer at the
- * delivery routes (iqs to the bare JID, which the server answers for the
- * account and no single route covers, in "pre-iq" for senders of this
- * host); the user's own stanzas to a blocked peer in "pre-*"; what the
+ * delivery routes ("iq/bare" for the iqs the server answers for the
+ * account, whatever their payload); the user's own stanzas to a blocked peer in "pre-*"; what the
  * server sends on the user's behalf (presence broadcasts, notifications)
  * at the delivery routes and "route/remote" when there is no session. Its
  * enforcement hooks run before every other module's (BLK_PRIO, above
@@ -218,12 +217,7 @@ blk_outbound(struct pt_mod *m, struct pt_session *s, struct pt_stanza *st)
 static enum pt_verdict
 blk_outbound_iq(struct pt_mod *m, struct pt_session *s, struct pt_stanza *st)
 {
-    if (blk_outbound(m, s, st) == PT_HANDLED)
-        return PT_HANDLED;
-    const struct jid *to = pt_stanza_to(st);
-    if (to->full == NULL || to->resource || to->node[0] == '\0' || !is(to->domain, pt_host(m)))
-        return PT_PASS;
-    return blk_inbound(m, s, st);
+    return blk_outbound(m, s, st);
 }
 
 /* ---- changes ----------------------------------------------------------------------- */
@@ -671,6 +665,7 @@ blk_init(struct pt_mod *m)
         { "presence/bare", blk_inbound, BLK_PRIO },
         { "presence/full", blk_inbound, BLK_PRIO },
         { "iq/full", blk_inbound, BLK_PRIO },
+        { "iq/bare", blk_inbound, BLK_PRIO },
         { "pre-message", blk_outbound, BLK_PRIO },
         { "pre-presence", blk_outbound, BLK_PRIO },
         { "pre-iq", blk_outbound_iq, BLK_PRIO },

@@ -168,7 +168,7 @@ hook_add_on(struct host *t, void *arg)
  * Every route the core fires (router.c, c2s.c, stream.c, sessions.c). A hook
  * on anything else would never run, so pt_hook refuses it, naming it:
  *   pre-message | pre-presence | pre-iq                     (c2s, before routing)
- *   message|presence / host|bare|full, iq/full              (router, by address form)
+ *   message|presence / host|bare|full, iq/full, iq/bare     (router, by address form)
  *   iq-get|iq-set / host|bare|full [/ NS:NAME]              (router, by payload)
  *   iq-result|iq-error / host|bare|full                     (answers carry no key)
  *   message/offline (user hosts), route/remote              (router: to other servers)
@@ -198,7 +198,8 @@ target_ok(const char *s, size_t n)
 static int
 route_fires(const char *route, int service)
 {
-    static const char *const fixed[] = { "pre-message", "pre-presence", "pre-iq", "iq/full", "route/remote", NULL };
+    static const char *const fixed[] = { "pre-message", "pre-presence", "pre-iq", "iq/full", "iq/bare", "route/remote",
+                                         NULL };
     static const char *const user_only[] = { "message/offline", "session-out", "session-lost",
                                              "stream-features-preauth", "stream-features", NULL };
     for (size_t i = 0; fixed[i]; i++)

@@ -156,6 +156,9 @@ deliver_bare(struct host *h, struct pt_stanza *st, struct pt_session *origin)
     char route[600];
     const char *kind = pt_stanza_name(st);
     if (stanza_is_kind(st, "iq")) {
+        /* every iq to the account, whatever its payload (blocking, privacy) */
+        if (hooks_run(h, "iq/bare", origin, st) == PT_HANDLED)
+            return;
         if (iq_route(route, sizeof route, st, "bare") < 0) {
             router_bounce(h->srv, st, "modify", "bad-request", NULL);
             return;

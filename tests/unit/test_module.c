@@ -1809,7 +1809,7 @@ test_routes_nothing_fires_refused(void **state)
     /* every route the core fires is accepted on a user host */
     static const char *const good[] = {
         "pre-message", "pre-presence", "pre-iq", "message/host", "message/bare", "message/full",
-        "presence/host", "presence/bare", "presence/full", "iq/full", "iq-get/host", "iq-set/bare",
+        "presence/host", "presence/bare", "presence/full", "iq/full", "iq/bare", "iq-get/host", "iq-set/bare",
         "iq-get/host/jabber:iq:version:query", "iq-set/full/urn:xmpp:jingle:1:jingle",
         "iq-result/host", "iq-error/full", "message/offline", "route/remote", "session-out",
         "session-lost", "stream-features-preauth", "stream-features",
