@@ -57,6 +57,7 @@ struct roster_state {
     struct rstore rs;
     struct pt_db *last;         /* owner -> [1][time be64][status] */
     uint64_t push_id;
+    const struct pt_stanza *passing;    /* being delivered by this module: its own hooks let it by */
     struct rate rates[RATE_SLOTS];
 };
 
@@ -268,18 +269,29 @@ own_one(struct pt_mod *m, struct pt_session *s, void *arg)
     return 0;
 }
 
+/* Route st, which this module has handled already, to its recipient: the
+ * other modules' delivery hooks see it (a block list drops it), this one's
+ * let it by. */
+static void
+pass_on(struct pt_mod *m, struct pt_stanza *st)
+{
+    struct roster_state *S = ST(m);
+    const struct pt_stanza *outer = S->passing;
+    S->passing = st;
+    pt_send(m, st);
+    S->passing = outer;
+}
+
 static int
 own_direct(struct pt_mod *m, struct pt_session *s, void *arg)
 {
-    (void)m;
     struct pt_stanza **b = arg;
     if (pt_session_available(s) && pt_stanza_retarget(b, NULL, pt_session_jid(s)) == 0)
-        pt_session_send(s, *b);
+        pass_on(m, *b);
     return 0;
 }
 
-/* A subscription stanza to the user's available resources, written to them
- * directly: routed, it would come back to this module's own hooks. */
+/* A subscription stanza to the user's available resources. */
 static void
 deliver_own(struct pt_mod *m, const char *owner, struct pt_stanza *st)
 {
@@ -351,17 +363,23 @@ answer_probe(struct pt_mod *m, const char *owner, const struct jid *to, int unav
     pt_stanza_unref(&u);
 }
 
+struct pending_ctx {
+    struct pt_mod *m;
+    struct pt_session *s;
+};
+
+/* a request kept for the user, to the resource that just came online (a
+ * block made since then stops it at the delivery hooks) */
 static int
 pending_one(void *arg, const char *contact, const struct pt_val *bytes)
 {
     (void)contact;
-    struct pt_session *s = arg;
+    struct pending_ctx *p = arg;
     int err;
     struct pt_stanza *st = pt_stanza_parse(bytes->data, bytes->len, 65536, &err);
-    if (st) {
-        pt_session_send(s, st);
-        pt_stanza_unref(&st);
-    }
+    if (st && pt_stanza_retarget(&st, NULL, pt_session_jid(p->s)) == 0)
+        pass_on(p->m, st);
+    pt_stanza_unref(&st);
     return 0;
 }
 
@@ -416,7 +434,8 @@ initial(struct pt_mod *m, struct pt_session *s)
     contacts_free(&c);
     struct others o = { s, me };
     pt_user_sessions(m, me->bare, other_presence, &o);
-    rstore_pending_walk(m, &ST(m)->rs, me->bare, pending_one, s);
+    struct pending_ctx pc = { m, s };
+    rstore_pending_walk(m, &ST(m)->rs, me->bare, pending_one, &pc);
 }
 
 /* ---- last activity (XEP-0012) ------------------------------------------------------------ */
@@ -1149,6 +1168,8 @@ static enum pt_verdict
 in_presence(struct pt_mod *m, struct pt_session *s, struct pt_stanza *st)
 {
     (void)s;
+    if (ST(m)->passing == st)
+        return PT_PASS;             /* ours, on its way to the user's resource */
     const struct jid *from = pt_stanza_from(st), *to = pt_stanza_to(st);
     if (from->bare == NULL || to->bare == NULL)
         return PT_PASS;

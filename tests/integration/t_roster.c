@@ -668,6 +668,47 @@ out:
     return ok;
 }
 
+
+/* A request kept for an offline user from a JID the user has blocked since
+ * is not shown at login (the kept request goes through the delivery hooks). */
+static int
+t_roster_pending_after_block(void)
+{
+    static const char body[] = "host \"localhost\" {\n"
+                               "    modules = { \"disco\", \"ping\", \"roster\", \"blocking\" }\n"
+                               "}\n";
+    struct srv s;
+    struct sc a, b;
+    int ok = 0, started = 0, la = 0, lb = 0;
+    CHECK(srv_start_body(&s, RO_USERS, body) == 0, "server: -");
+    started = 1;
+    CHECK(login(&a, "ra@localhost/a", "pw-ra", &s), "login a");
+    la = 1;
+    CHECK(sc_send_raw(&a, "<presence to='rb@localhost' type='subscribe'/>") == 0, "send");
+    CHECK(sc_sync(&a), "sync");
+    CHECK(login(&b, "rb@localhost/b", "pw-rb", &s), "login b");
+    lb = 1;
+    CHECK(ask(&b, "blk",
+              "<iq type='set' id='blk'><block xmlns='urn:xmpp:blocking'><item jid='ra@localhost'/></block></iq>",
+              NULL, NULL),
+          "block");
+    CHECK(sc_send_raw(&b, "<presence/>") == 0, "send");
+    CHECK(expect(&b, "b", (struct want){ "presence", "available", "rb@localhost/b", NULL, NULL, NULL }), "echo");
+    CHECK(expect_none(&b, "b", (struct want){ "presence", "subscribe", "ra@localhost", NULL, NULL, NULL }),
+          "a blocked JID's kept request");
+    ok = 1;
+out:
+    if (la)
+        sc_close(&a);
+    if (lb)
+        sc_close(&b);
+    if (started && srv_stop(&s) < 0) {
+        fail_reason("server: bad exit");
+        ok = 0;
+    }
+    return ok;
+}
+
 /* ---- avatars in presence (XEP-0153) and the user directory (XEP-0055) ------------------------- */
 
 static const char PR_BODY[] =
@@ -791,6 +832,7 @@ const struct test t_roster_tests[] = {
       t_roster_pending_preapproval_removal, 1 },
     { "roster: subscription flood cut at the rate limit, deluser drops the roster", t_roster_flood_and_deletion, 1 },
     { "roster: a flood of presence updates collapses into the latest", t_roster_presence_flood_collapses, 1 },
+    { "roster: a kept request from a JID blocked since is not shown", t_roster_pending_after_block, 1 },
     { "im: receipts, chat markers and chat states pass unchanged", t_im_receipts_markers_states, 1 },
     { "profile: avatar hash in presence (XEP-0153), user directory (XEP-0055)", t_profile_avatar_and_search, 1 },
     ITEST_END
