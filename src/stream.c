@@ -27,7 +27,6 @@
 #define MAX_SASL_ATTEMPTS 16
 #define MAX_QUEUED      8
 #define MAX_EXT_MECHS   16
-#define KEEP_PARSER_AFTER_MS 2000   /* bound this long: the parser stays between stanzas */
 
 /* A SASL mechanism a module added (pt_sasl_add). */
 struct sasl_ext {
@@ -200,7 +199,6 @@ void
 stream_bound(struct stream *st)
 {
     st->bound = 1;
-    st->bound_ms = pt_now_ms();
     if (st->conn)
         conn_bound(st->conn);
 }
@@ -446,19 +444,8 @@ on_conn_input(void *owner, const char *data, size_t len)
     }
     if (xml_stream_feed(st->xs, data, len) < 0)
         return;
-    /* Nothing pending: the parser goes back to xml.c's pool. A stream bound
-     * for a while keeps it until it has been idle for a while (server.c's
-     * idle sweep): a release after every input costs a header replay and a
-     * reset per stanza, more than parsing a chat message. One that is
-     * logging in, or just did, gives it back at once: a login storm would
-     * hold a parser per connection, and the heap stays fragmented after. */
-    if (!st->paused && !closing(st)) {
-        uint64_t now = pt_now_ms();
-        if (st->bound && now - st->bound_ms >= KEEP_PARSER_AFTER_MS)
-            xml_stream_idle(st->xs, now);
-        else
-            xml_stream_release_idle(st->xs);
-    }
+    if (!st->paused && !closing(st))
+        xml_stream_release_idle(st->xs);     /* nothing pending: keep no parser (see xml.c's pool) */
 }
 
 static const struct conn_cb conn_callbacks = { on_conn_input, on_conn_close_req, on_conn_gone, NULL, NULL };
