@@ -798,6 +798,32 @@ test_presence_bare_to_available(void **state)
     assert_int_equal(j->ngot, 0);
 }
 
+/* A presence to an account with no session is dropped whether the account
+ * exists or not: nothing delivered, nothing answered (the router decides it
+ * from the directory alone: a roster broadcast sends one to every offline
+ * contact). Once the account has an available session, it gets them. */
+static void
+test_presence_bare_offline(void **state)
+{
+    (void)state;
+    struct fake *r1 = mk("romeo", "localhost", "orchard", 1, 5);
+    struct fake *j = mk("juliet", "localhost", "balcony", 1, 0);
+    route(&j->s, stz("<presence from='juliet@localhost/balcony' to='benvolio@localhost'/>"));
+    route(&j->s, stz("<presence type='unavailable' from='juliet@localhost/balcony' to='benvolio@localhost'/>"));
+    route(&j->s, stz("<presence type='probe' from='juliet@localhost/balcony' to='benvolio@localhost'/>"));
+    route(&j->s, stz("<presence from='juliet@localhost/balcony' to='nobody@localhost'/>"));
+    assert_int_equal(j->ngot, 0);
+    assert_int_equal(r1->ngot, 0);
+    assert_int_equal(hk[H_OFFLINE].calls, 0);
+
+    struct fake *b = mk("benvolio", "localhost", "study", 1, 0);
+    route(&j->s, stz("<presence from='juliet@localhost/balcony' to='benvolio@localhost'><status>s1</status></presence>"));
+    assert_int_equal(b->ngot, 1);
+    assert_non_null(strstr(b->got[0], "<status>s1</status>"));
+    assert_int_equal(j->ngot, 0);
+    assert_int_equal(r1->ngot, 0);
+}
+
 /* ---- remote domains --------------------------------------------------------------------- */
 
 static void
@@ -1188,6 +1214,7 @@ main(void)
         T(test_iq_without_id_bad_request),
         T(test_unknown_local_user),
         T(test_presence_bare_to_available),
+        T(test_presence_bare_offline),
         T(test_unknown_domain),
         T(test_remote_hook_of_origin_host),
         T(test_hook_priorities),
