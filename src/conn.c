@@ -587,8 +587,10 @@ make_room(struct server *srv, struct conn *c)
     return 0;
 }
 
-struct conn *
-conn_accept(struct server *srv, evutil_socket_t fd, const struct sockaddr *addr, int direct_tls)
+/* A new connection on socket fd, counted and on the server's list (NULL and
+ * fd closed on ENOMEM). */
+static struct conn *
+conn_new(struct server *srv, evutil_socket_t fd)
 {
     struct conn *c = calloc(1, sizeof *c);
     if (c == NULL) {
@@ -605,6 +607,15 @@ conn_accept(struct server *srv, evutil_socket_t fd, const struct sockaddr *addr,
     if (srv->conns)
         srv->conns->prev = c;
     srv->conns = c;
+    return c;
+}
+
+struct conn *
+conn_accept(struct server *srv, evutil_socket_t fd, const struct sockaddr *addr, int direct_tls)
+{
+    struct conn *c = conn_new(srv, fd);
+    if (c == NULL)
+        return NULL;
     char ip[INET6_ADDRSTRLEN] = "?";
     if (addr->sa_family == AF_INET)
         inet_ntop(AF_INET, &((const struct sockaddr_in *)addr)->sin_addr, ip, sizeof ip);
@@ -677,24 +688,12 @@ conn_connect(struct server *srv, const struct sockaddr *sa, socklen_t salen, con
         log_warn("conn %s: socket", peer);
         return NULL;
     }
-    struct conn *c = calloc(1, sizeof *c);
-    if (c == NULL) {
-        evutil_closesocket(fd);
+    struct conn *c = conn_new(srv, fd);
+    if (c == NULL)
         return NULL;
-    }
-    c->srv = srv;
-    c->id = ++srv->next_conn_id;
-    c->fd = fd;
-    c->has_socket = 1;
-    srv->nsockets++;
-    c->started_ms = pt_now_ms();
     c->client = 1;
     c->connecting = 1;
     c->got_byte = 1;                    /* none of the accepting side's deadlines: the owner has its own */
-    c->next = srv->conns;
-    if (srv->conns)
-        srv->conns->prev = c;
-    srv->conns = c;
     snprintf(c->peer, sizeof c->peer, "%s", peer);
     int one = 1;
     if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0)
