@@ -608,6 +608,7 @@ scenario_spread() {
         line=$(grep '"kind":"messages"' "$f" | grep "\"step\":$i," | tail -n 1)
         [ -n "$line" ] || continue
         R[$s.sp_deliv.$r]="$(jget "$f" messages delivered_total "$i")/$(jget "$f" messages sent "$i")"
+        R[$s.sp_rate.$r]=$(jget "$f" messages delivered_rate "$i")
         R[$s.sp_p50.$r]=$(jget "$f" messages lat_p50_ms "$i")
         R[$s.sp_p99.$r]=$(jget "$f" messages lat_p99_ms "$i")
         R[$s.sp_p999.$r]=$(jget "$f" messages lat_p999_ms "$i")
@@ -749,6 +750,7 @@ TABLE="$RES/table.md"
     if [[ " $SCENARIOS " == *" spread "* ]]; then
         for r in ${SPREAD_RATES//,/ }; do
             row "spread ${r}/s: delivered/sent" "sp_deliv.$r" spread noratio
+            row "spread ${r}/s: achieved, messages/s in the window" "sp_rate.$r" spread
             row "spread ${r}/s: p50, ms" "sp_p50.$r" spread
             row "spread ${r}/s: p99, ms" "sp_p99.$r" spread
             row "spread ${r}/s: p99.9, ms" "sp_p999.$r" spread
