@@ -20,6 +20,8 @@
 #define CLOSE_GRACE_MS  3000    /* a closing connection is freed this long after its close at the latest */
 #define STALL_MS        10000   /* output queued and none taken for this long: the peer stopped reading */
 #define SWEEP_MS        250     /* deadlines before binding are checked this often */
+#define TLS_DIRECT_MAX  16384   /* at most one TLS record per direct SSL_write (see tls_send) */
+#define TURN_MAX_INPUTS 1024    /* input callbacks in one loop turn before it is ended early */
 
 struct conn {
     struct server *srv;
@@ -36,6 +38,8 @@ struct conn {
     struct event *close_ev;             /* the hard deadline of a close */
     struct event *rate_ev;              /* reading paused: over the byte rate */
     struct evbuffer_cb_entry *out_cb;   /* keeps queued up to date */
+    struct evbuffer *cork;              /* written during this input callback, not yet handed to TLS */
+    struct conn *cork_next;             /* srv->cork_head */
     SSL_CTX *starttls_ctx;
     size_t queued;                      /* bytes in the output buffer */
     uint64_t drain_ms;                  /* the peer last took output (or the queue began) */
@@ -46,7 +50,7 @@ struct conn {
     uint32_t rate_at;                   /* second (monotonic) of the last refill */
     unsigned tls_bev : 1, tls_up : 1, got_byte : 1, in_unauth : 1, closing : 1, shut : 1,
              peer_closed : 1, gone : 1, counted : 1, has_socket : 1, paused : 1, rate_paused : 1,
-             starttls_pending : 1, in_close : 1, client : 1, connecting : 1;
+             starttls_pending : 1, in_close : 1, client : 1, connecting : 1, corked : 1;
     char *sni;                          /* client TLS: the name asked for (and verified by the owner) */
     char peer[48];
 };
@@ -54,6 +58,19 @@ struct conn {
 static void read_cb(struct bufferevent *bev, void *arg);
 static void write_cb(struct bufferevent *bev, void *arg);
 static void event_cb(struct bufferevent *bev, short what, void *arg);
+static void cork_flush(struct conn *c);
+static void cork_put(struct evbuffer *b);
+
+/* write_cb only while it has something to do (a close or a TLS upgrade
+ * waiting for the output to drain): bufferevent_openssl runs a write callback
+ * after each write as a deferred callback, and past 32 of them in one loop
+ * pass libevent keeps the pass going (event_callback_activate_later), so
+ * under load the loop turn would never end (server_run). */
+static void
+set_callbacks(struct conn *c)
+{
+    bufferevent_setcb(c->bev, read_cb, c->closing || c->starttls_pending ? write_cb : NULL, event_cb, c);
+}
 
 /* ---- lists ------------------------------------------------------------------------- */
 
@@ -161,6 +178,10 @@ static void
 release_socket(struct conn *c)
 {
     struct server *srv = c->srv;
+    if (c->cork) {
+        cork_put(c->cork);              /* its bytes are in queued: unwatch_output uncounts them */
+        c->cork = NULL;
+    }
     if (c->bev) {
         unwatch_output(c);
         bufferevent_free(c->bev);       /* closes the socket (and frees the SSL) */
@@ -251,6 +272,7 @@ conn_close(struct conn *c, const char *last, size_t lastlen)
         conn_drop(c);
         return;
     }
+    cork_flush(c);                      /* what this callback wrote goes out before the goodbye */
     if (last && lastlen) {
         c->in_close = 1;
         conn_write(c, last, lastlen);
@@ -264,6 +286,7 @@ conn_close(struct conn *c, const char *last, size_t lastlen)
     }
     struct timeval tv = { CLOSE_GRACE_MS / 1000, (CLOSE_GRACE_MS % 1000) * 1000 };
     evtimer_add(c->close_ev, &tv);
+    set_callbacks(c);                           /* write_cb: finish the close once the output is out */
     bufferevent_enable(c->bev, EV_READ);        /* read what the peer still sends, and its close */
     if (c->queued == 0)
         finish_close(c);
@@ -281,7 +304,135 @@ request_close(struct conn *c, const char *condition)
         conn_drop(c);
 }
 
-/* ---- output ------------------------------------------------------------------------- */
+/* ---- output -------------------------------------------------------------------------
+ * bufferevent_openssl writes only when the socket reports writable: a byte
+ * queued in one loop pass goes out in the next one, after every other
+ * callback of this pass, at the cost of two epoll_ctl calls and a deferred
+ * callback per write. So a TLS connection with nothing queued hands its bytes
+ * to SSL_write itself, and only what the socket does not take is queued for
+ * the bufferevent. What is written to a TLS connection during a loop turn
+ * (answers, routed messages, a slice of a fan-out) is corked per destination
+ * and handed over at the end of the turn (conns_flush, from server_end_turn,
+ * before the loop waits again): one TLS record and one write() per
+ * destination and turn, not one per stanza. A quiet turn is short, so the
+ * bytes leave at once; a busy one is long and packs more into each record,
+ * which is what keeps the cost per stanza falling as the load rises. */
+
+/* Hand p to TLS now, while nothing is queued before it; returns the bytes
+ * OpenSSL took. At most TLS_DIRECT_MAX bytes (one record) per SSL_write: when
+ * the socket is full, OpenSSL keeps that record pending and must be called
+ * again with the same bytes first (SSL_R_BAD_WRITE_RETRY otherwise). The
+ * caller queues the rest, which starts with them, and the bufferevent's own
+ * SSL_write retries (libevent sets SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER). An
+ * error, too, leaves the bytes to the bufferevent, which reports it. */
+static size_t
+tls_send(struct conn *c, const char *p, size_t len)
+{
+    if (!c->tls_bev || !c->tls_up || evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
+        return 0;
+    SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+    size_t done = 0;
+    while (ssl && done < len) {
+        size_t n = len - done > TLS_DIRECT_MAX ? TLS_DIRECT_MAX : len - done;
+        int w = SSL_write(ssl, p + done, (int)n);
+        if (w <= 0) {
+            ERR_clear_error();          /* nothing of ours left for libevent to report as its own */
+            break;
+        }
+        done += (size_t)w;
+    }
+    return done;
+}
+
+/* Bytes for c that wait in its cork count as queued, like those in the
+ * bufferevent: the caps and budgets see them. */
+static void
+count_queued(struct conn *c, size_t added, size_t removed)
+{
+    if (added) {
+        if (c->queued == 0)
+            c->drain_ms = pt_now_ms();
+        c->queued += added;
+        c->srv->out_queued += added;
+    }
+    c->queued -= removed;
+    c->srv->out_queued -= removed;
+}
+
+/* Empty corks, kept for the next input: one loop, so a few suffice. */
+#define CORK_SPARES 256
+static struct evbuffer *cork_spare[CORK_SPARES];
+static size_t ncork_spare;
+
+static struct evbuffer *
+cork_get(void)
+{
+    return ncork_spare > 0 ? cork_spare[--ncork_spare] : evbuffer_new();
+}
+
+static void
+cork_put(struct evbuffer *b)
+{
+    if (ncork_spare < CORK_SPARES && evbuffer_drain(b, evbuffer_get_length(b)) == 0)
+        cork_spare[ncork_spare++] = b;
+    else
+        evbuffer_free(b);
+}
+
+static int
+cork_add(struct conn *c, const char *data, size_t len)
+{
+    if (c->cork == NULL && (c->cork = cork_get()) == NULL)
+        return -1;
+    if (evbuffer_add(c->cork, data, len) < 0)
+        return -1;
+    count_queued(c, len, 0);
+    if (!c->corked) {
+        c->corked = 1;
+        c->cork_next = c->srv->cork_head;
+        c->srv->cork_head = c;
+    }
+    return 0;
+}
+
+/* Hand what c's cork holds to TLS; what the socket does not take now goes to
+ * the bufferevent, behind anything queued there already. */
+static void
+cork_flush(struct conn *c)
+{
+    struct evbuffer *cork = c->cork;
+    if (cork == NULL)
+        return;
+    c->cork = NULL;
+    size_t len = evbuffer_get_length(cork);
+    count_queued(c, 0, len);
+    size_t done = 0;
+    if (len > 0 && c->bev && !c->gone) {
+        const char *p = (const char *)evbuffer_pullup(cork, -1);
+        done = p ? tls_send(c, p, len) : 0;
+        if (done < len && (evbuffer_drain(cork, done) < 0 ||
+                           evbuffer_add_buffer(bufferevent_get_output(c->bev), cork) < 0)) {
+            cork_put(cork);
+            log_warnx("conn %s: out of memory queueing output", c->peer);
+            conn_drop(c);
+            return;
+        }
+    }
+    cork_put(cork);
+}
+
+/* The end of a turn: every connection written to in it. */
+void
+conns_flush(struct server *srv)
+{
+    while (srv->cork_head) {
+        struct conn *c = srv->cork_head;
+        srv->cork_head = c->cork_next;
+        c->cork_next = NULL;
+        c->corked = 0;
+        cork_flush(c);                  /* a dropped one holds no cork any more: nothing */
+    }
+}
 
 int
 conn_write(struct conn *c, const char *data, size_t len)
@@ -304,6 +455,8 @@ conn_write(struct conn *c, const char *data, size_t len)
     }
     if (c->framing && c->framing->write)
         return c->framing->write(c, bufferevent_get_output(c->bev), data, len);
+    if (c->tls_bev && c->tls_up && !c->in_close)
+        return cork_add(c, data, len);
     return bufferevent_write(c->bev, data, len) == 0 ? 0 : -1;
 }
 
@@ -390,11 +543,27 @@ conn_deliver(struct conn *c, const char *data, size_t len)
         c->cb->input(c->owner, data, len);
 }
 
+static void read_input(struct conn *c, struct evbuffer *in);
+
 static void
 read_cb(struct bufferevent *bev, void *arg)
 {
     struct conn *c = arg;
-    struct evbuffer *in = bufferevent_get_input(bev);
+    struct server *srv = c->srv;
+    read_input(c, bufferevent_get_input(bev));
+    /* The loop turn (server_run) ends when a pass over the ready events leaves
+     * none active; libevent's own deferred callbacks can keep one going under
+     * load, and the turn's end (commit, budgets, frees) must not wait for a
+     * quiet moment: end it after this many inputs, the rest runs next turn. */
+    if (++srv->turn_inputs == TURN_MAX_INPUTS) {
+        srv->turn_cut = 1;
+        event_base_loopbreak(srv->base);
+    }
+}
+
+static void
+read_input(struct conn *c, struct evbuffer *in)
+{
     if (c->closing || c->starttls_pending) {
         evbuffer_drain(in, evbuffer_get_length(in));    /* closing: read it, so no reset answers it */
         return;
@@ -464,7 +633,7 @@ start_tls(struct conn *c)
     }
     c->tls_bev = 1;
     c->tls_start_ms = pt_now_ms();
-    bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+    set_callbacks(c);
     if (watch_output(c) < 0)
         return -1;
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
@@ -476,8 +645,10 @@ conn_starttls(struct conn *c, SSL_CTX *ctx)
 {
     if (c->tls_bev || c->starttls_pending || !conn_can_write(c) || ctx == NULL)
         return -1;
+    cork_flush(c);                          /* <proceed/>, written in this callback */
     c->starttls_pending = 1;
     c->starttls_ctx = ctx;
+    set_callbacks(c);
     bufferevent_disable(c->bev, EV_READ);   /* the next bytes are TLS: they wait in the kernel */
     if (c->queued == 0)
         write_cb(c->bev, c);
@@ -664,7 +835,7 @@ conn_accept(struct server *srv, evutil_socket_t fd, const struct sockaddr *addr,
         if (c->bev == NULL)
             goto fail;
     }
-    bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+    set_callbacks(c);
     if (watch_output(c) < 0)
         goto fail;
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
@@ -701,7 +872,7 @@ conn_connect(struct server *srv, const struct sockaddr *sa, socklen_t salen, con
     c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
     if (c->bev == NULL)
         goto fail;
-    bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+    set_callbacks(c);
     if (watch_output(c) < 0)
         goto fail;
     /* refused or unreachable: the error event drops it later, never inside this call */
@@ -785,6 +956,8 @@ conns_fini(struct server *srv)
 {
     conns_drop_all(srv);
     conns_reap(srv);
+    while (ncork_spare > 0)
+        evbuffer_free(cork_spare[--ncork_spare]);
     if (srv->conn_sweep)
         event_free(srv->conn_sweep);
     srv->conn_sweep = NULL;
@@ -827,6 +1000,7 @@ conns_drop_all(struct server *srv)
 void
 conns_reap(struct server *srv)
 {
+    conns_flush(srv);                   /* no cork list entry outlives its conn */
     while (srv->conn_reap) {
         struct conn *c = srv->conn_reap;
         srv->conn_reap = c->reap_next;

@@ -107,6 +107,8 @@ void conn_held(struct conn *c, uint64_t ms);
 int  conns_init(struct server *srv);
 void conns_fini(struct server *srv);
 void conns_end_turn(struct server *srv);
+/* what the turn wrote to TLS connections, handed to TLS (server_end_turn) */
+void conns_flush(struct server *srv);
 void conns_close_all(struct server *srv, const char *condition);
 void conns_drop_all(struct server *srv);
 void conns_reap(struct server *srv);

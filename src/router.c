@@ -19,6 +19,22 @@ is_type(const struct pt_stanza *st, const char *type)
     return strcmp(pt_stanza_type(st), type) == 0;
 }
 
+/* a then b into buf (a route name, "message/full"), cut to fit like
+ * snprintf: every stanza builds two, and snprintf costs about 600
+ * instructions each (a tenth of routing a chat message) */
+static void
+route_name(char *buf, size_t len, const char *a, const char *b)
+{
+    size_t na = strlen(a), nb = strlen(b);
+    if (na >= len)
+        na = len - 1;
+    if (nb >= len - na)
+        nb = len - 1 - na;
+    memcpy(buf, a, na);
+    memcpy(buf + na, b, nb);
+    buf[na + nb] = '\0';
+}
+
 /* answer_available: an available presence is answered too (directed
  * presence to a service nothing there takes) */
 static void
@@ -100,7 +116,7 @@ deliver_host(struct host *h, struct pt_stanza *st, struct pt_session *origin)
             router_bounce(h->srv, st, "cancel", "service-unavailable", NULL);
         return;
     }
-    snprintf(route, sizeof route, "%s/host", pt_stanza_name(st));
+    route_name(route, sizeof route, pt_stanza_name(st), "/host");
     if (hooks_run(h, route, origin, st) == PT_HANDLED)
         return;
     /* a message nobody handles is answered (errors and headlines never are); presence is dropped */
@@ -169,7 +185,7 @@ deliver_bare(struct host *h, struct pt_stanza *st, struct pt_session *origin)
             router_bounce(h->srv, st, "cancel", "service-unavailable", NULL);
         return;
     }
-    snprintf(route, sizeof route, "%s/bare", kind);
+    route_name(route, sizeof route, kind, "/bare");
     if (hooks_run(h, route, origin, st) == PT_HANDLED)
         return;
     if (stanza_is_kind(st, "message")) {
@@ -197,7 +213,7 @@ static void
 deliver_full(struct host *h, struct pt_stanza *st, struct pt_session *origin)
 {
     char route[600];
-    snprintf(route, sizeof route, "%s/full", pt_stanza_name(st));
+    route_name(route, sizeof route, pt_stanza_name(st), "/full");
     if (hooks_run(h, route, origin, st) == PT_HANDLED)
         return;
     if (stanza_is_kind(st, "iq") && iq_route(route, sizeof route, st, "full") == 0 &&
@@ -271,7 +287,7 @@ router_route(struct server *srv, struct pt_stanza *st, struct pt_session *origin
     }
     if (origin) {
         char route[32];
-        snprintf(route, sizeof route, "pre-%s", pt_stanza_name(st));
+        route_name(route, sizeof route, "pre-", pt_stanza_name(st));
         if (hooks_run(origin->host, route, origin, st) == PT_HANDLED)
             return;
     }

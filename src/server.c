@@ -32,6 +32,8 @@
 #define AUTH_FAIL_FORGET_MS (10 * 60 * 1000)
 #define AUTH_MAX_DELAY_MS   30000
 #define FD_RESERVE          64      /* descriptors kept for the store, logs, control socket, listeners */
+#define SWEEP_MS            1000    /* the idle sweep of parsers */
+#define PARSER_IDLE_MS      1000    /* a stream idle this long gives its parser back (1-2 s after its last input) */
 
 struct auth_fail {
     unsigned count;
@@ -58,11 +60,14 @@ server_end_turn(struct server *srv)
     /* first, so that what deferred calls write is in this turn's commit */
     module_run_deferred(srv);
     conns_end_turn(srv);                /* the server-wide output budget */
+    conns_flush(srv);                   /* the turn's output leaves before the commit's fsync */
     store_end_turn(srv->store);         /* commit, durable callbacks; no write txn left open */
     sessions_end_turn(srv);             /* per-account budgets, SESSION_ENDED, frees */
     streams_reap(srv);
-    conns_reap(srv);
+    conns_reap(srv);                    /* flushes what SESSION_ENDED handlers wrote first */
     store_end_turn(srv->store);         /* what SESSION_ENDED handlers wrote */
+    conns_flush(srv);                   /* and what this commit's durable callbacks wrote */
+    srv->turn_inputs = 0;               /* conn.c's bound on the length of a turn */
 }
 
 /* ---- connections per address ------------------------------------------------------ */
@@ -163,7 +168,9 @@ auth_fail_gc(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     /* hand the pages freed by past bursts (TLS handshakes) back to the system,
-     * so that the resident size follows the sessions actually held */
+     * so that the resident size follows the sessions actually held (it stops
+     * the loop for up to about 8 ms with 1 000 sessions exchanging messages:
+     * doc/performance.md, "One stanza per write") */
     malloc_trim(0);
     struct gc_ctx g = { arg, pt_now_ms(), { 0 }, 0 };
     hash_foreach(g.srv->auth_fail, gc_collect, &g);
@@ -172,6 +179,18 @@ auth_fail_gc(evutil_socket_t fd, short what, void *arg)
             free(hash_del(g.srv->auth_fail, g.victims[i]));
         free(g.victims[i]);
     }
+}
+
+/* Every SWEEP_MS: a stream keeps its expat parser between stanzas while it
+ * is busy (xml_stream_idle); one idle for PARSER_IDLE_MS gives it back, so
+ * that an idle session holds none (idle sessions must cost little: doc/performance.md). */
+static void
+idle_sweep(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    xml_release_idle(pt_now_ms() - PARSER_IDLE_MS);
 }
 
 /* ---- listeners ------------------------------------------------------------------- */
@@ -395,6 +414,7 @@ stop_cb(evutil_socket_t sig, short what, void *arg)
     struct server *srv = arg;
     if (srv->stopping) {
         log_warnx("second signal: exiting now");
+        srv->exit_now = 1;
         event_base_loopbreak(srv->base);
         return;
     }
@@ -474,6 +494,10 @@ server_init(struct server *srv, struct conf *conf)
     struct timeval gc = { 10, 0 };
     if (srv->auth_fail_gc == NULL || event_add(srv->auth_fail_gc, &gc) < 0)
         fatalx("timer");
+    srv->idle_sweep = event_new(srv->base, -1, EV_PERSIST, idle_sweep, srv);
+    struct timeval ps = { SWEEP_MS / 1000, (SWEEP_MS % 1000) * 1000 };
+    if (srv->idle_sweep == NULL || event_add(srv->idle_sweep, &ps) < 0)
+        fatalx("timer");
 
     if (server_make_hosts(srv) < 0)
         fatalx("out of memory");
@@ -512,11 +536,14 @@ server_run(struct server *srv)
 {
     log_info("petrel %s running", PACKAGE_VERSION);
     /* one turn at a time, so that the group commit and deferred frees run
-     * after every batch of events, however busy the loop is */
+     * after every batch of events, however busy the loop is; conn.c ends a
+     * long turn early (a loopbreak with turn_cut set), which is no stop */
     for (;;) {
         int rc = event_base_loop(srv->base, EVLOOP_ONCE);
+        int cut = srv->turn_cut;
+        srv->turn_cut = 0;
         server_end_turn(srv);
-        if (rc != 0 || event_base_got_exit(srv->base) || event_base_got_break(srv->base))
+        if (rc != 0 || srv->exit_now || event_base_got_exit(srv->base) || (event_base_got_break(srv->base) && !cut))
             break;
     }
 }
@@ -546,6 +573,8 @@ server_fini(struct server *srv)
             event_free(srv->sigs[i]);
     if (srv->auth_fail_gc)
         event_free(srv->auth_fail_gc);
+    if (srv->idle_sweep)
+        event_free(srv->idle_sweep);
     conns_fini(srv);
     streams_reap(srv);
     hash_free(&srv->users, NULL);

@@ -90,10 +90,15 @@ struct server {
     size_t max_sockets;                   /* the file limit less a reserve for the store, logs, control */
     size_t max_unauth;                    /* limits.unauthenticated_connections, or derived from max_sockets */
     size_t out_queued;                    /* bytes queued to every client, not yet written */
+    struct conn *cork_head;               /* written during this turn, to hand to TLS at its end (conn.c) */
+    unsigned turn_inputs;                 /* input callbacks in this loop turn */
+    unsigned turn_cut : 1;                /* this turn was ended early (conn.c), not to stop */
+    unsigned exit_now : 1;                /* a second signal: leave the loop now */
     struct pt_session *budget_head;       /* sessions with large queues: their account's budget is checked
                                            * at the end of the turn */
     struct event *conn_sweep;
     struct event *auth_fail_gc;
+    struct event *idle_sweep;             /* idle streams' parsers back to the pool */
     struct event *sigs[3];
     struct control *control;
     uint64_t next_id;

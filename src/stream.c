@@ -27,6 +27,8 @@
 #define MAX_SASL_ATTEMPTS 16
 #define MAX_QUEUED      8
 #define MAX_EXT_MECHS   16
+#define KEEP_PARSER_AFTER_MS 2000   /* bound this long ... */
+#define BUSY_MS         1000    /* ... with inputs this close together: the parser stays between stanzas */
 
 /* A SASL mechanism a module added (pt_sasl_add). */
 struct sasl_ext {
@@ -199,6 +201,7 @@ void
 stream_bound(struct stream *st)
 {
     st->bound = 1;
+    st->bound_ms = pt_now_ms();
     if (st->conn)
         conn_bound(st->conn);
 }
@@ -444,8 +447,21 @@ on_conn_input(void *owner, const char *data, size_t len)
     }
     if (xml_stream_feed(st->xs, data, len) < 0)
         return;
-    if (!st->paused && !closing(st))
-        xml_stream_release_idle(st->xs);     /* nothing pending: keep no parser (see xml.c's pool) */
+    /* Nothing pending: the parser goes back to xml.c's pool. A stream bound
+     * for a while that is busy (its previous input less than BUSY_MS ago)
+     * keeps it until it has been idle for a while (server.c's idle sweep): a
+     * release after every input costs a header replay and a reset per
+     * stanza, more than parsing a chat message. Any other gives it back at
+     * once: the sessions of a login storm, or many that speak now and then,
+     * would hold a parser each, and the heap stays fragmented after. */
+    if (!st->paused && !closing(st)) {
+        uint64_t now = pt_now_ms(), prev = st->input_ms;
+        st->input_ms = now;
+        if (st->bound && now - st->bound_ms >= KEEP_PARSER_AFTER_MS && now - prev < BUSY_MS)
+            xml_stream_idle(st->xs, now);
+        else
+            xml_stream_release_idle(st->xs);
+    }
 }
 
 static const struct conn_cb conn_callbacks = { on_conn_input, on_conn_close_req, on_conn_gone, NULL, NULL };

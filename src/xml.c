@@ -547,6 +547,9 @@ struct xml_stream {
     char *hdr_qname;             /* the header's name as written ("stream:stream"), for re-creation */
     size_t ns_cost;              /* namespace bytes the serializer will write for this stanza */
     size_t decls_len;
+    struct xml_stream *idle_prev, *idle_next;    /* the idle list (xml_stream_idle) */
+    uint64_t idle_since;
+    unsigned on_idle : 1;
 };
 
 /* a function, so that a setting can take its place */
@@ -926,6 +929,31 @@ on_pi(void *ud, const XML_Char *target, const XML_Char *data)
 static size_t live_parsers;            /* for the control socket's stats */
 size_t xml_stream_live_parsers(void) { return live_parsers; }
 
+/* Streams whose owner said they are idle (xml_stream_idle), oldest first: a
+ * stream that sends again leaves the list, one idle for long enough loses its
+ * parser (xml_release_idle). Taking a parser from the pool and replaying the
+ * stream header, then resetting it after the stanza, costs more than parsing
+ * a chat message itself, so a busy stream keeps its parser between stanzas.
+ * One loop owns all streams. */
+static struct xml_stream *idle_head, *idle_tail;
+
+static void
+idle_unlink(struct xml_stream *s)
+{
+    if (!s->on_idle)
+        return;
+    if (s->idle_prev)
+        s->idle_prev->idle_next = s->idle_next;
+    else
+        idle_head = s->idle_next;
+    if (s->idle_next)
+        s->idle_next->idle_prev = s->idle_prev;
+    else
+        idle_tail = s->idle_prev;
+    s->idle_prev = s->idle_next = NULL;
+    s->on_idle = 0;
+}
+
 /* ---- expat's memory, counted per parser ----
  * expat takes a malloc/realloc/free suite without a context pointer, so each
  * block carries its owner's counter, and a block is charged to the parser
@@ -1104,6 +1132,7 @@ parser_create(struct xml_stream *s)
 static void
 parser_drop(struct xml_stream *s)
 {
+    idle_unlink(s);
     if (s->pp) {
         parser_put(s->pp);
         s->pp = NULL;
@@ -1194,6 +1223,7 @@ parser_resume(struct xml_stream *s)
 int
 xml_stream_feed(struct xml_stream *s, const char *data, size_t len)
 {
+    idle_unlink(s);                     /* busy: its owner says when it is idle again */
     if (s->failed || s->stopped || s->closed)
         return -1;
     while (len > 0) {
@@ -1292,6 +1322,7 @@ xml_stream_feed(struct xml_stream *s, const char *data, size_t len)
 int
 xml_stream_release_idle(struct xml_stream *s)
 {
+    idle_unlink(s);
     if (s->p == NULL || s->depth != 1 || s->cur || s->fed != s->boundary || s->failed ||
         s->stopped || s->hdr_qname == NULL)
         return 0;
@@ -1300,6 +1331,37 @@ xml_stream_release_idle(struct xml_stream *s)
     s->p = NULL;
     strbuf_free(&s->text);
     return 1;
+}
+
+void
+xml_stream_idle(struct xml_stream *s, uint64_t now_ms)
+{
+    idle_unlink(s);
+    if (s->p == NULL)
+        return;
+    /* a parser that grew (a big stanza, many attribute names) is not kept */
+    if (s->pp->bytes > XML_PARSER_POOL_KEEP) {
+        xml_stream_release_idle(s);
+        return;
+    }
+    s->idle_since = now_ms;
+    s->idle_prev = idle_tail;
+    s->idle_next = NULL;
+    if (idle_tail)
+        idle_tail->idle_next = s;
+    else
+        idle_head = s;
+    idle_tail = s;
+    s->on_idle = 1;
+}
+
+size_t
+xml_release_idle(uint64_t since_ms)
+{
+    size_t n = 0;
+    while (idle_head && idle_head->idle_since <= since_ms)
+        n += (size_t)xml_stream_release_idle(idle_head);      /* unlinks it */
+    return n;
 }
 
 int xml_stream_depth(const struct xml_stream *s) { return s->depth; }

@@ -150,6 +150,13 @@ void xml_stream_stop(struct xml_stream *s);
 /* Between stanzas with no partial input: free expat and buffers (about 10 KiB)
  * until the next byte arrives. Returns 1 if released. */
 int  xml_stream_release_idle(struct xml_stream *s);
+/* Between stanzas: the owner has nothing pending for s now (time now_ms, any
+ * monotonic clock). The parser is kept, unless it grew past
+ * XML_PARSER_POOL_KEEP (then released at once), until the stream is fed
+ * again or xml_release_idle() finds it idle since since_ms or earlier. */
+void xml_stream_idle(struct xml_stream *s, uint64_t now_ms);
+/* Release the parsers of the streams idle since since_ms or earlier; returns how many. */
+size_t xml_release_idle(uint64_t since_ms);
 int  xml_stream_depth(const struct xml_stream *s);
 /* Heap bytes held by the stream's expat parser now (0 when released). */
 size_t xml_stream_parser_bytes(const struct xml_stream *s);

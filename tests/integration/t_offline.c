@@ -462,7 +462,7 @@ off_raw_expect(struct raw *r, const char *id, int delayed, const char *body)
 static int
 off_fill(struct sc *a, const char *pad)
 {
-    static char batch[50 * 700];
+    static char batch[50 * 3300];
     /* 50 to a write, so that the server reads many in one turn: each turn
      * that writes is one commit, and a commit waits for the disk */
     for (int i = 0; i < OFF_BIG; i += 50) {
@@ -557,7 +557,10 @@ t_offline_takeover(void)
     struct sc a;
     struct raw r1 = { .fd = -1 }, r2 = { .fd = -1 };
     int ok = 0, started = 0, la = 0, first = -1;
-    char id[16], body[32], pad[601], msg[1024];
+    /* 2 000 messages of 3 KB: more than the kernel's socket buffers hold
+     * (net.ipv4.tcp_wmem's 4 MiB at most), so that the delivery does wait on
+     * bob/one and some of the queue is still stored when it goes */
+    char id[16], body[32], pad[3001], msg[4096];
     memset(pad, 'x', sizeof pad - 1);
     pad[sizeof pad - 1] = '\0';
     CHECK(off_start(&s, 0, "c2s_rate = 67108864") == 0, "server: -");

@@ -1818,6 +1818,51 @@ test_release_idle(void **state)
     rec_free(&r);
 }
 
+/* The owner marks a stream idle after each input (xml_stream_idle); the
+ * parser stays until the stream has been idle long enough
+ * (xml_release_idle), a fed stream leaves the idle list, a freed one too,
+ * and the stanzas are the same as with a release after every input. */
+static void
+test_release_idle_later(void **state)
+{
+    (void)state;
+    struct rec r;
+    rec_init(&r);
+    struct xml_stream *a = rec_stream(&r, NULL, NULL);
+    struct xml_stream *b = rec_stream(&r, NULL, NULL);
+    struct xml_stream *c = rec_stream(&r, NULL, NULL);
+    size_t live0 = xml_stream_live_parsers();
+    assert_int_equal(feed_str(a, HDR "<message><body>a1</body></message>"), 0);
+    xml_stream_idle(a, 100);
+    assert_int_equal(feed_str(b, HDR "<message><body>b1</body></message>"), 0);
+    xml_stream_idle(b, 200);
+    assert_int_equal(feed_str(c, HDR "<message><b"), 0);
+    xml_stream_idle(c, 300);                                 /* partial stanza: kept when its turn comes */
+    assert_int_equal(xml_stream_live_parsers(), live0 + 3);
+    assert_int_equal(xml_release_idle(99), 0);               /* nobody idle that long */
+    assert_int_equal(xml_stream_live_parsers(), live0 + 3);
+    assert_int_equal(feed_str(a, "<message><body>a2</body></message>"), 0);   /* busy again: off the list */
+    assert_int_equal(xml_release_idle(150), 0);
+    assert_true(xml_stream_parser_bytes(a) > 0);
+    xml_stream_idle(a, 400);
+    assert_int_equal(xml_release_idle(300), 1);              /* b; c has a stanza pending */
+    assert_int_equal(xml_stream_parser_bytes(b), 0);
+    assert_true(xml_stream_parser_bytes(c) > 0);
+    assert_true(xml_stream_parser_bytes(a) > 0);
+    assert_int_equal(feed_str(b, "<message><body>b2</body></message>"), 0);   /* resumes on a new parser */
+    xml_stream_idle(b, 500);
+    xml_stream_free(&c);                                     /* leaves the list (c was taken off by the sweep) */
+    xml_stream_free(&b);                                     /* leaves the list */
+    assert_int_equal(xml_release_idle(1000), 1);             /* a only */
+    assert_int_equal(xml_stream_parser_bytes(a), 0);
+    assert_int_equal(xml_stream_live_parsers(), live0);
+    assert_int_equal(xml_release_idle(2000), 0);
+    assert_string_equal(rec_log(&r), "open|<message><body>a1</body></message>|open|<message><body>b1</body></message>|"
+                                     "open|<message><body>a2</body></message>|<message><body>b2</body></message>|");
+    xml_stream_free(&a);
+    rec_free(&r);
+}
+
 static void
 test_release_idle_client_stream(void **state)
 {
@@ -2705,6 +2750,7 @@ main(void)
         cmocka_unit_test(test_stop_in_callback_byte_by_byte),
         cmocka_unit_test(test_stop_outside_callback),
         cmocka_unit_test(test_release_idle),
+        cmocka_unit_test(test_release_idle_later),
         cmocka_unit_test(test_release_idle_client_stream),
         cmocka_unit_test(test_release_idle_then_size_limit),
         cmocka_unit_test(test_release_idle_restart_in_callback),
