@@ -11,7 +11,8 @@
  * entities it sent directed presence to (4.6), so that its unavailable
  * presence follows.
  *
- * Fan-out serializes once: a broadcast takes one copy of the presence and
+ * Fan-out runs in slices across loop turns ("fan-out in slices" below) and
+ * serializes once: a broadcast takes one copy of the presence and
  * retargets it to each recipient (pt_stanza_retarget splices the cached
  * bytes); contacts on this server are reached through the router like
  * remote ones, so that every delivery rule (blocking, filters) applies.
@@ -59,9 +60,13 @@ struct roster_state {
     uint64_t push_id;
     const struct pt_stanza *passing;    /* being delivered by this module: its own hooks let it by */
     struct rate rates[RATE_SLOTS];
+    struct job *jobs_head, *jobs_tail;  /* fan-out waiting (see "fan-out in slices") */
+    size_t njobs;
+    unsigned jobs_scheduled : 1;
 };
 
 struct held;
+struct job;
 
 struct rsess {
     unsigned interested : 1, versioning : 1, announced : 1;
@@ -219,9 +224,13 @@ save(struct pt_mod *m, const char *owner, const char *contact, const struct rite
 
 /* ---- presence fan-out ------------------------------------------------------------------ */
 
+/* The contacts a fan-out goes to: one arena of NUL-terminated JIDs (a
+ * 5 000-item roster is one allocation or a few, not 5 000). */
 struct contacts {
-    char **v;
-    size_t n, cap;
+    char *buf;
+    size_t len, cap;
+    size_t *off;                /* where each contact starts in buf */
+    size_t n, ocap;
     unsigned want;              /* flags an item needs */
 };
 
@@ -232,26 +241,42 @@ collect(void *arg, const char *contact, unsigned flags, const struct pt_val *val
     struct contacts *c = arg;
     if (!(flags & c->want))
         return 0;
-    if (c->n == c->cap) {
-        size_t cap = c->cap ? c->cap * 2 : 64;
-        char **v = realloc(c->v, cap * sizeof *v);
-        if (v == NULL)
+    size_t l = strlen(contact) + 1;
+    if (c->n == c->ocap) {
+        size_t cap = c->ocap ? c->ocap * 2 : 64;
+        size_t *o = realloc(c->off, cap * sizeof *o);
+        if (o == NULL)
             return PT_ENOMEM;
-        c->v = v;
+        c->off = o;
+        c->ocap = cap;
+    }
+    if (c->len + l > c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 2048;
+        while (cap < c->len + l)
+            cap *= 2;
+        char *b = realloc(c->buf, cap);
+        if (b == NULL)
+            return PT_ENOMEM;
+        c->buf = b;
         c->cap = cap;
     }
-    if ((c->v[c->n] = strdup(contact)) == NULL)
-        return PT_ENOMEM;
-    c->n++;
+    memcpy(c->buf + c->len, contact, l);
+    c->off[c->n++] = c->len;
+    c->len += l;
     return 0;
+}
+
+static const char *
+contact_at(const struct contacts *c, size_t i)
+{
+    return c->buf + c->off[i];
 }
 
 static void
 contacts_free(struct contacts *c)
 {
-    for (size_t i = 0; i < c->n; i++)
-        free(c->v[i]);
-    free(c->v);
+    free(c->buf);
+    free(c->off);
     memset(c, 0, sizeof *c);
 }
 
@@ -297,34 +322,6 @@ deliver_own(struct pt_mod *m, const char *owner, struct pt_stanza *st)
 {
     struct pt_stanza *b = pt_stanza_ref(st);
     pt_user_sessions(m, owner, own_direct, &b);
-    pt_stanza_unref(&b);
-}
-
-/* pres (from the session's full JID, no to) to the contacts that receive the
- * user's presence, to the user's own available resources (the sender's too,
- * RFC 6121 4.2.2, unless skip), and, with directed, to the directed list. */
-static void
-broadcast(struct pt_mod *m, struct pt_session *s, struct pt_stanza *pres, struct pt_session *skip, int directed)
-{
-    const struct jid *me = pt_session_jid(s);
-    struct pt_stanza *b = pt_stanza_ref(pres);
-    struct contacts c = { .want = RI_FROM };
-    int rc = rstore_walk(m, &ST(m)->rs, me->bare, collect, &c);
-    if (rc < 0)
-        pt_log(m, PT_LOG_WARNING, "%s: cannot read the roster for a broadcast: %s", me->full, pt_strerror(rc));
-    for (size_t i = 0; i < c.n; i++)
-        send_to(m, &b, c.v[i]);
-    contacts_free(&c);
-    struct own o = { &b, skip };
-    pt_user_sessions(m, me->bare, own_one, &o);
-    struct rsess *d = SS(m, s);
-    if (directed && d) {
-        for (size_t i = 0; i < d->ndirected; i++) {
-            send_to(m, &b, d->directed[i]);
-            free(d->directed[i]);
-        }
-        d->ndirected = 0;
-    }
     pt_stanza_unref(&b);
 }
 
@@ -406,36 +403,300 @@ domain_of(const char *bare, char *out, size_t len)
     snprintf(out, len, "%s", at ? at + 1 : bare);
 }
 
-/* Initial presence (RFC 6121 4.2): the contacts' presence to the new
- * resource (local ones read from their sessions, remote ones probed), the
- * user's other resources' presence to it, and the subscription requests
- * that waited for it (3.1.3). */
+/* ---- fan-out in slices --------------------------------------------------------------------
+ * A broadcast to 5 000 contacts, or the presence of 5 000 contacts for a
+ * resource that just came online, takes milliseconds. Done in one go, it
+ * would hold up every other session for that long (a chat message arriving
+ * meanwhile waits behind it). So each is a job: its recipients are read from
+ * the roster when the presence arrives, the user's own resources get theirs
+ * at once (the echo clients wait for, RFC 6121 4.2.2), and the contacts are
+ * served from the end of the loop turn (pt_defer) for a slice of time per
+ * turn; the sessions' input is read between slices. Jobs take turns, a
+ * chunk of contacts each (jobs_work), but those of one sending resource run
+ * one after the other, so a contact sees a resource's presences in the
+ * order it sent them, the unavailable one last. The more jobs wait, the
+ * longer a slice (a backlog is worked off rather than left to grow). */
+
+#define SLICE_US      1000      /* a slice with one job waiting */
+#define SLICE_MAX_US  8000      /* ... growing with the jobs waiting, at most this */
+#define SLICE_CHUNK   64        /* contacts a job does before the next job's turn */
+#define ARRIVAL_SHARE 8         /* ... times this for the contacts' presence to a new resource */
+
+enum job_kind { JOB_BROADCAST, JOB_ARRIVAL };
+
+struct job {
+    struct job *next;
+    enum job_kind kind;
+    uint64_t key;               /* the sender's session (JOB_BROADCAST), 0: none (never waits) */
+    struct pt_stanza *b;        /* JOB_BROADCAST: the presence, retargeted to each contact */
+    uint64_t sid;               /* JOB_ARRIVAL: the new resource (the job ends if it goes) */
+    struct jid to;              /* JOB_ARRIVAL: its full JID */
+    struct contacts c;
+    size_t i;                   /* contacts done */
+};
+
+struct find_id {
+    uint64_t id;
+    struct pt_session *s;
+};
+
+static int
+find_id(struct pt_mod *m, struct pt_session *s, void *arg)
+{
+    (void)m;
+    struct find_id *f = arg;
+    if (pt_session_id(s) != f->id)
+        return 0;
+    f->s = s;
+    return 1;
+}
+
+static uint64_t
+now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static void
+job_free(struct job *j)
+{
+    pt_stanza_unref(&j->b);
+    jid_clear(&j->to);
+    contacts_free(&j->c);
+    free(j);
+}
+
+/* the arrival's resource is still there */
+static int
+job_alive(struct pt_mod *m, const struct job *j)
+{
+    struct find_id f = { j->sid, NULL };
+    pt_user_sessions(m, j->to.bare, find_id, &f);
+    return f.s != NULL;
+}
+
+/* the job's work for one contact */
+static void
+job_step(struct pt_mod *m, struct job *j, const char *contact)
+{
+    if (contact[0] == '\0')
+        return;                                 /* forgotten (jobs_forget) */
+    if (j->kind == JOB_BROADCAST) {
+        send_to(m, &j->b, contact);
+        return;
+    }
+    char dom[1024];
+    domain_of(contact, dom, sizeof dom);
+    if (pt_domain_kind(m, dom) == PT_DOMAIN_HOST) {
+        /* a contact of this server: its resources' presence, read from them */
+        struct probe_ctx p = { &j->to, 0 };
+        pt_user_sessions(m, contact, presence_of, &p);
+        return;
+    }
+    struct pt_stanza *pr = pt_stanza_new("presence", "probe", NULL, j->to.bare, contact);
+    if (pr)
+        pt_send(m, pr);
+    pt_stanza_unref(&pr);
+}
+
+/* an earlier job of the same sender is still running: this one waits (a
+ * contact gets one resource's presences in the order it sent them) */
+static int
+job_blocked(const struct job *head, const struct job *j)
+{
+    if (j->key == 0)
+        return 0;
+    for (const struct job *e = head; e != j; e = e->next)
+        if (e->key == j->key)
+            return 1;
+    return 0;
+}
+
+/* The jobs for about budget microseconds: round-robin, a chunk of contacts
+ * each, so that a login's job is not stuck behind broadcasts, and so that
+ * broadcasts to the same contacts reach each of them in the same turn (one
+ * TLS record for several presences when the server is busy). */
+static void
+jobs_work(struct pt_mod *m, uint64_t budget)
+{
+    struct roster_state *S = ST(m);
+    uint64_t start = now_us();
+    while (S->jobs_head) {
+        struct job *prev = NULL, *j = S->jobs_head;
+        while (j) {
+            struct job *next = j->next;
+            if (!job_blocked(S->jobs_head, j)) {
+                if (j->kind == JOB_ARRIVAL && !job_alive(m, j))
+                    j->i = j->c.n;              /* gone meanwhile: nobody to tell */
+                /* a resource coming online waits for its contacts' presence
+                 * (its login is not over before): its job goes faster */
+                size_t chunk = j->kind == JOB_ARRIVAL ? SLICE_CHUNK * ARRIVAL_SHARE : SLICE_CHUNK;
+                size_t end = j->c.n - j->i > chunk ? j->i + chunk : j->c.n;
+                while (j->i < end)
+                    job_step(m, j, contact_at(&j->c, j->i++));
+                if (j->i == j->c.n) {
+                    if (prev)
+                        prev->next = next;
+                    else
+                        S->jobs_head = next;
+                    if (S->jobs_tail == j)
+                        S->jobs_tail = prev;
+                    S->njobs--;
+                    job_free(j);
+                    j = next;
+                    if (now_us() - start >= budget)
+                        return;
+                    continue;
+                }
+            }
+            prev = j;
+            j = next;
+            if (now_us() - start >= budget)
+                return;
+        }
+    }
+}
+
+static void jobs_schedule(struct pt_mod *m);
+
+static void
+jobs_run(struct pt_mod *m, void *arg)
+{
+    (void)arg;
+    struct roster_state *S = ST(m);
+    S->jobs_scheduled = 0;
+    uint64_t budget = SLICE_US * (uint64_t)S->njobs;
+    jobs_work(m, budget < SLICE_MAX_US ? budget : SLICE_MAX_US);
+    if (S->jobs_head)
+        jobs_schedule(m);
+}
+
+static void
+jobs_schedule(struct pt_mod *m)
+{
+    struct roster_state *S = ST(m);
+    if (S->jobs_scheduled)
+        return;
+    if (pt_defer(m, jobs_run, NULL) == 0) {
+        S->jobs_scheduled = 1;
+        return;
+    }
+    /* cannot defer (out of memory): all of it now rather than never */
+    pt_log(m, PT_LOG_WARNING, "cannot defer the presence fan-out: done at once");
+    jobs_work(m, UINT64_MAX);
+}
+
+static void
+job_add(struct pt_mod *m, struct job *j)
+{
+    struct roster_state *S = ST(m);
+    if (S->jobs_tail)
+        S->jobs_tail->next = j;
+    else
+        S->jobs_head = j;
+    S->jobs_tail = j;
+    S->njobs++;
+    jobs_schedule(m);
+}
+
+/* contact no longer receives owner's presence: the broadcasts still on their
+ * way skip it (the unavailable presence it gets now is the last) */
+static void
+jobs_forget(struct pt_mod *m, const char *owner, const char *contact)
+{
+    for (struct job *j = ST(m)->jobs_head; j; j = j->next) {
+        if (j->kind != JOB_BROADCAST || strcmp(pt_stanza_from(j->b)->bare, owner) != 0)
+            continue;
+        for (size_t i = j->i; i < j->c.n; i++)
+            if (strcmp(contact_at(&j->c, i), contact) == 0)
+                j->c.buf[j->c.off[i]] = '\0';
+    }
+}
+
+static void
+jobs_fini(struct pt_mod *m)
+{
+    struct roster_state *S = ST(m);
+    while (S->jobs_head) {
+        struct job *j = S->jobs_head;
+        S->jobs_head = j->next;
+        job_free(j);
+    }
+    S->jobs_tail = NULL;
+    S->njobs = 0;
+}
+
+/* pres (from the session's full JID, no to) to the contacts that receive the
+ * user's presence (a job, above), to the user's own available resources (the
+ * sender's too, RFC 6121 4.2.2, unless skip) and, with directed, to the
+ * directed list (both at once). */
+static void
+broadcast(struct pt_mod *m, struct pt_session *s, struct pt_stanza *pres, struct pt_session *skip, int directed)
+{
+    const struct jid *me = pt_session_jid(s);
+    struct pt_stanza *b = pt_stanza_ref(pres);
+    struct own o = { &b, skip };
+    pt_user_sessions(m, me->bare, own_one, &o);
+    struct rsess *d = SS(m, s);
+    if (directed && d) {
+        for (size_t i = 0; i < d->ndirected; i++) {
+            send_to(m, &b, d->directed[i]);
+            free(d->directed[i]);
+        }
+        d->ndirected = 0;
+    }
+    struct job *j = calloc(1, sizeof *j);
+    if (j == NULL) {
+        pt_log(m, PT_LOG_WARNING, "%s: out of memory for a broadcast", me->full);
+        pt_stanza_unref(&b);
+        return;
+    }
+    j->kind = JOB_BROADCAST;
+    j->key = pt_session_id(s);
+    j->c.want = RI_FROM;
+    int rc = rstore_walk(m, &ST(m)->rs, me->bare, collect, &j->c);
+    if (rc < 0)
+        pt_log(m, PT_LOG_WARNING, "%s: cannot read the roster for a broadcast: %s", me->full, pt_strerror(rc));
+    if (j->c.n == 0) {
+        job_free(j);
+        pt_stanza_unref(&b);
+        return;
+    }
+    j->b = b;                   /* the job's copy now */
+    job_add(m, j);
+}
+
+/* Initial presence (RFC 6121 4.2): the user's other resources' presence to
+ * the new resource and the subscription requests that waited for it (3.1.3)
+ * at once, then the contacts' presence to it (a job: local ones read from
+ * their sessions, remote ones probed). */
 static void
 initial(struct pt_mod *m, struct pt_session *s)
 {
     const struct jid *me = pt_session_jid(s);
-    struct contacts c = { .want = RI_TO };
-    int rc = rstore_walk(m, &ST(m)->rs, me->bare, collect, &c);
-    if (rc < 0)
-        pt_log(m, PT_LOG_WARNING, "%s: cannot read the roster for probes: %s", me->full, pt_strerror(rc));
-    for (size_t i = 0; i < c.n; i++) {
-        char dom[1024];
-        domain_of(c.v[i], dom, sizeof dom);
-        if (pt_domain_kind(m, dom) == PT_DOMAIN_HOST) {
-            struct probe_ctx p = { me, 0 };
-            pt_user_sessions(m, c.v[i], presence_of, &p);
-            continue;
-        }
-        struct pt_stanza *pr = pt_stanza_new("presence", "probe", NULL, me->bare, c.v[i]);
-        if (pr)
-            pt_send(m, pr);
-        pt_stanza_unref(&pr);
-    }
-    contacts_free(&c);
     struct others o = { s, me };
     pt_user_sessions(m, me->bare, other_presence, &o);
     struct pending_ctx pc = { m, s };
     rstore_pending_walk(m, &ST(m)->rs, me->bare, pending_one, &pc);
+    struct job *j = calloc(1, sizeof *j);
+    if (j == NULL || jid_copy(&j->to, me) < 0) {
+        pt_log(m, PT_LOG_WARNING, "%s: out of memory for the contacts' presence", me->full);
+        free(j);
+        return;
+    }
+    j->kind = JOB_ARRIVAL;
+    j->sid = pt_session_id(s);
+    j->c.want = RI_TO;
+    int rc = rstore_walk(m, &ST(m)->rs, me->bare, collect, &j->c);
+    if (rc < 0)
+        pt_log(m, PT_LOG_WARNING, "%s: cannot read the roster for probes: %s", me->full, pt_strerror(rc));
+    if (j->c.n == 0) {
+        job_free(j);
+        return;
+    }
+    job_add(m, j);
 }
 
 /* ---- last activity (XEP-0012) ------------------------------------------------------------ */
@@ -738,8 +999,10 @@ roster_set(struct pt_mod *m, struct pt_session *s, struct pt_stanza *iq)
         int pending = rstore_pending_has(&S->rs, owner, contact);
         if ((it.flags & RI_FROM) || pending) {
             send_sub(m, "unsubscribed", owner, contact, NULL);
-            if (it.flags & RI_FROM)
+            if (it.flags & RI_FROM) {
+                jobs_forget(m, owner, contact);
                 pt_user_sessions(m, owner, unavail_one, contact);
+            }
         }
         ritem_free(&it);
         uint64_t ver;
@@ -886,6 +1149,7 @@ outbound_sub(struct pt_mod *m, struct pt_session *s, const char *owner, const ch
             jid_clear(&cj);
         }
     } else if (strcmp(type, "unsubscribed") == 0 && (before & RI_FROM)) {
+        jobs_forget(m, owner, contact);
         pt_user_sessions(m, owner, unavail_one, (void *)contact);
     }
     (void)s;
@@ -990,8 +1254,10 @@ inbound_sub(struct pt_mod *m, const char *owner, const char *contact, struct pt_
         if ((it.flags & RI_FROM) || pending) {
             it.flags &= ~(RI_FROM | RI_PREAPPROVED);            /* 3.3.3 */
             deliver = 1;
-            if (before & RI_FROM)
+            if (before & RI_FROM) {
+                jobs_forget(m, owner, contact);
                 pt_user_sessions(m, owner, unavail_one, (void *)contact);
+            }
         }
     } else {                                                    /* unsubscribed */
         if (it.flags & (RI_TO | RI_ASK)) {
@@ -1032,22 +1298,6 @@ directed_note(struct rsess *d, const char *to, int available)
     }
     if ((d->directed[d->ndirected] = strdup(to)) != NULL)
         d->ndirected++;
-}
-
-struct find_id {
-    uint64_t id;
-    struct pt_session *s;
-};
-
-static int
-find_id(struct pt_mod *m, struct pt_session *s, void *arg)
-{
-    (void)m;
-    struct find_id *f = arg;
-    if (pt_session_id(s) != f->id)
-        return 0;
-    f->s = s;
-    return 1;
 }
 
 static void
@@ -1304,5 +1554,5 @@ roster_init(struct pt_mod *m)
 static const char *const roster_features[] = { NS_LAST, NULL };
 
 const struct pt_module mod_roster = {
-    PT_MODULE_API, "roster", sizeof(struct roster_conf), roster_options, roster_features, roster_init, NULL,
+    PT_MODULE_API, "roster", sizeof(struct roster_conf), roster_options, roster_features, roster_init, jobs_fini,
 };

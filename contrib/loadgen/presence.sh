@@ -659,7 +659,7 @@ host "$DOMAIN" {
     key = "$CERT_DIR/$DOMAIN.key"
     modules = { "disco", "ping", "roster" }
     # the set-up sends $CONTACTS subscription requests per heavy user
-    roster { max_items = $items subscribe_per_minute = 100000 }
+    roster { max_items = $items subscribe_per_minute = 100000 presence_per_second = 1000 }
 }
 CFG
 }

@@ -394,6 +394,117 @@ out:
     return ok;
 }
 
+/* presence from a, as b receives it next: its type ("available" or another) and <show/> */
+struct pres_from {
+    const char *from;
+};
+
+static int
+pred_pres_from(xmpp_stanza_t *st, const void *arg)
+{
+    const struct pres_from *p = arg;
+    const char *n = xmpp_stanza_get_name(st);
+    return n && strcmp(n, "presence") == 0 && strcmp(attr(st, "from"), p->from) == 0;
+}
+
+/* the next presence from `from`: 1 if it has type `type` ("available": none) and show `show` (NULL: none) */
+static int
+next_presence(struct sc *c, const char *from, const char *type, const char *show)
+{
+    struct pres_from p = { from };
+    xmpp_stanza_t *st = sc_wait(c, pred_pres_from, &p, 5000);
+    if (st == NULL) {
+        fail_reason("no presence from %s (want %s/%s)", from, type, show ? show : "-");
+        return 0;
+    }
+    const char *t = xmpp_stanza_get_attribute(st, "type");
+    xmpp_stanza_t *sh = xmpp_stanza_get_child_by_name(st, "show");
+    char *text = sh ? xmpp_stanza_get_text(sh) : NULL;
+    int ok = (strcmp(type, "available") == 0 ? t == NULL : t && strcmp(t, type) == 0) &&
+             (show ? text && strcmp(text, show) == 0 : sh == NULL);
+    if (!ok)
+        fail_reason("want %s/%s from %s, got %s", type, show ? show : "-", from, stanza_str(st));
+    if (text)
+        xmpp_free(sc_ctx(), text);
+    xmpp_stanza_release(st);
+    return ok;
+}
+
+/* The fan-out runs in slices across loop turns: a contact still gets a
+ * user's presences in the order sent (several in one write), and a contact
+ * removed while a broadcast is on its way gets nothing of it after its
+ * unavailable presence. */
+static int
+t_roster_fanout_order_and_removal(void)
+{
+    struct srv s;
+    struct sc a, b;
+    int ok = 0, started = 0, la = 0, lb = 0;
+    CHECK(srv_start_body(&s, RO_USERS, RO_BODY) == 0, "server: -");
+    started = 1;
+    CHECK(login(&a, "ra@localhost/a", "pw-ra", &s), "login a");
+    la = 1;
+    CHECK(login(&b, "rb@localhost/b", "pw-rb", &s), "login b");
+    lb = 1;
+    CHECK(get_roster(&a, "ga") && get_roster(&b, "gb"), "-");
+    CHECK(sc_send_raw(&a, "<presence/>") == 0 && sc_send_raw(&b, "<presence/>") == 0, "send");
+    CHECK(expect(&a, "a", (struct want){ "presence", "available", "ra@localhost/a", NULL, NULL, NULL }), "echo a");
+    CHECK(expect(&b, "b", (struct want){ "presence", "available", "rb@localhost/b", NULL, NULL, NULL }), "echo b");
+    /* both ways, b pre-approving a */
+    CHECK(sc_send_raw(&b, "<presence to='ra@localhost' type='subscribed'/>") == 0, "send");
+    CHECK(expect(&b, "b", (struct want){ "iq", "set", NULL, "ra@localhost", "none", NULL }), "pre-approval push");
+    CHECK(sc_send_raw(&a, "<presence to='rb@localhost' type='subscribe'/>") == 0, "send");
+    CHECK(expect(&a, "a", (struct want){ "iq", "set", NULL, "rb@localhost", "to", NULL }), "push to");
+    CHECK(sc_send_raw(&b, "<presence to='ra@localhost' type='subscribe'/>") == 0, "send");
+    CHECK(expect(&a, "a", (struct want){ "presence", "subscribe", "rb@localhost", NULL, NULL, NULL }), "request");
+    CHECK(sc_send_raw(&a, "<presence to='rb@localhost' type='subscribed'/>") == 0, "send");
+    CHECK(expect(&a, "a", (struct want){ "iq", "set", NULL, "rb@localhost", "both", NULL }), "push both");
+    CHECK(expect(&b, "b", (struct want){ "iq", "set", NULL, "ra@localhost", "both", NULL }), "push both");
+    CHECK(next_presence(&b, "ra@localhost/a", "available", NULL), "a's presence after approval");
+    CHECK(sc_sync(&b), "b sync");
+    /* three updates in one write: b sees them in that order */
+    CHECK(sc_send_raw(&a, "<presence><show>away</show></presence><presence><show>xa</show></presence>"
+                          "<presence type='unavailable'/>") == 0,
+          "send");
+    CHECK(next_presence(&b, "ra@localhost/a", "available", "away"), "first");
+    CHECK(next_presence(&b, "ra@localhost/a", "available", "xa"), "second");
+    CHECK(next_presence(&b, "ra@localhost/a", "unavailable", NULL), "third");
+    CHECK(next_presence(&a, "ra@localhost/a", "available", "away") &&
+              next_presence(&a, "ra@localhost/a", "available", "xa"),
+          "a's echoes in order");
+    /* available again and, in the same write, b removed: b's last word from a is unavailable */
+    CHECK(sc_send_raw(&a, "<presence><show>dnd</show></presence><iq type='set' id='rm'><query xmlns='" NS_ROSTER
+                          "'><item jid='rb@localhost' subscription='remove'/></query></iq>") == 0,
+          "send");
+    xmpp_stanza_t *res = sc_wait_id(&a, "rm", 5000);
+    int removed = res && strcmp(attr(res, "type"), "result") == 0;
+    if (!removed)
+        fail_reason("remove: %s", res ? stanza_str(res) : "no answer");
+    if (res)
+        xmpp_stanza_release(res);
+    CHECK(removed, "-");
+    CHECK(expect(&b, "b", (struct want){ "presence", "unsubscribed", "ra@localhost", NULL, NULL, NULL }), "-");
+    CHECK(expect(&b, "b", (struct want){ "presence", "unavailable", "ra@localhost/a", NULL, NULL, NULL }), "-");
+    CHECK(expect_none(&b, "b", (struct want){ "presence", "available", "ra@localhost/a", NULL, NULL, NULL }),
+          "a presence after the removal");
+    /* and a's own session is unharmed: it still chats with b */
+    CHECK(sc_send_raw(&a, "<message to='rb@localhost/b' type='chat'><body>still here</body></message>") == 0, "send");
+    xmpp_stanza_t *msg = sc_wait(&b, pred_body, "still here", 5000);
+    CHECK(msg != NULL, "b got no message");
+    xmpp_stanza_release(msg);
+    ok = 1;
+out:
+    if (la)
+        sc_close(&a);
+    if (lb)
+        sc_close(&b);
+    if (started && srv_stop(&s) < 0) {
+        fail_reason("server: bad exit");
+        ok = 0;
+    }
+    return ok;
+}
+
 /* A request to an offline user is kept and delivered at its login; pre-approval;
  * removal cancels both ways; directed presence is followed by unavailable. */
 static int
@@ -828,6 +939,8 @@ const struct test t_roster_tests[] = {
       t_roster_items_pushes_versions, 1 },
     { "roster: subscription handshake, presence broadcast and echo, dropped session, last activity",
       t_roster_handshake_and_presence, 1 },
+    { "roster: sliced fan-out keeps the order of presences, a removed contact gets none after its unavailable",
+      t_roster_fanout_order_and_removal, 1 },
     { "roster: request kept for an offline user, pre-approval, removal, directed presence", 
       t_roster_pending_preapproval_removal, 1 },
     { "roster: subscription flood cut at the rate limit, deluser drops the roster", t_roster_flood_and_deletion, 1 },
