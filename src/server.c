@@ -57,6 +57,7 @@ server_host(struct server *srv, const char *domain)
 void
 server_end_turn(struct server *srv)
 {
+    conns_flush(srv);                   /* what the turn's I/O wrote leaves before the deferred work runs */
     /* first, so that what deferred calls write is in this turn's commit */
     module_run_deferred(srv);
     conns_end_turn(srv);                /* the server-wide output budget */
