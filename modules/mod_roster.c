@@ -433,6 +433,8 @@ struct job {
     struct jid to;              /* JOB_ARRIVAL: its full JID */
     struct contacts c;
     size_t i;                   /* contacts done */
+    char dom[256];              /* job_local: the last contact's domain ... */
+    int dom_local;              /* ... is a user host here */
 };
 
 struct find_id {
@@ -477,6 +479,37 @@ job_alive(struct pt_mod *m, const struct job *j)
     return f.s != NULL;
 }
 
+static int
+any_session(struct pt_mod *m, struct pt_session *s, void *arg)
+{
+    (void)m;
+    (void)s;
+    *(int *)arg = 1;
+    return 1;
+}
+
+static int
+has_session(struct pt_mod *m, const char *bare)
+{
+    int found = 0;
+    pt_user_sessions(m, bare, any_session, &found);
+    return found;
+}
+
+/* contact's domain is a user host of this server (the last answer kept:
+ * a roster's contacts share few domains) */
+static int
+job_local(struct pt_mod *m, struct job *j, const char *contact)
+{
+    const char *at = strchr(contact, '@');
+    const char *dom = at ? at + 1 : contact;
+    if (j->dom[0] == '\0' || strcmp(j->dom, dom) != 0) {
+        snprintf(j->dom, sizeof j->dom, "%s", dom);
+        j->dom_local = pt_domain_kind(m, dom) == PT_DOMAIN_HOST;
+    }
+    return j->dom_local;
+}
+
 /* the job's work for one contact */
 static void
 job_step(struct pt_mod *m, struct job *j, const char *contact)
@@ -484,12 +517,15 @@ job_step(struct pt_mod *m, struct job *j, const char *contact)
     if (contact[0] == '\0')
         return;                                 /* forgotten (jobs_forget) */
     if (j->kind == JOB_BROADCAST) {
+        /* a contact of this server with no session: the router would drop
+         * it after parsing, retargeting and its hooks (4 of 5 contacts of a
+         * big roster are offline); its presence comes by probe at its login */
+        if (job_local(m, j, contact) && !has_session(m, contact))
+            return;
         send_to(m, &j->b, contact);
         return;
     }
-    char dom[1024];
-    domain_of(contact, dom, sizeof dom);
-    if (pt_domain_kind(m, dom) == PT_DOMAIN_HOST) {
+    if (job_local(m, j, contact)) {
         /* a contact of this server: its resources' presence, read from them */
         struct probe_ctx p = { &j->to, 0 };
         pt_user_sessions(m, contact, presence_of, &p);
