@@ -38,7 +38,7 @@ struct conn {
     struct event *close_ev;             /* the hard deadline of a close */
     struct event *rate_ev;              /* reading paused: over the byte rate */
     struct evbuffer_cb_entry *out_cb;   /* keeps queued up to date */
-    struct evbuffer *cork;              /* written during this input callback, not yet handed to TLS */
+    struct evbuffer *cork;              /* written during this turn, not yet handed to TLS (conns_flush) */
     struct conn *cork_next;             /* srv->cork_head */
     SSL_CTX *starttls_ctx;
     size_t queued;                      /* bytes in the output buffer */
@@ -128,23 +128,29 @@ all_unlink(struct conn *c)
  * nothing for STALL_MS; all of them together output_total_mb: over it, the
  * largest queues are dropped at the end of the turn. */
 
+/* Bytes queued for c: in the bufferevent (out_cb) or in its cork (the caps
+ * and budgets see both). */
+static void
+count_queued(struct conn *c, size_t added, size_t removed)
+{
+    if (added) {
+        if (c->queued == 0)
+            c->drain_ms = pt_now_ms();
+        c->queued += added;
+        c->srv->out_queued += added;
+    }
+    c->queued -= removed;
+    c->srv->out_queued -= removed;
+}
+
 static void
 out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 {
     (void)buf;
     struct conn *c = arg;
-    struct server *srv = c->srv;
-    if (info->n_added) {
-        if (c->queued == 0)
-            c->drain_ms = pt_now_ms();
-        c->queued += info->n_added;
-        srv->out_queued += info->n_added;
-    }
-    if (info->n_deleted) {
-        c->queued -= info->n_deleted;
-        srv->out_queued -= info->n_deleted;
-        c->drain_ms = pt_now_ms();
-    }
+    count_queued(c, info->n_added, info->n_deleted);
+    if (info->n_deleted)
+        c->drain_ms = pt_now_ms();      /* the peer took some */
 }
 
 static int
@@ -272,7 +278,7 @@ conn_close(struct conn *c, const char *last, size_t lastlen)
         conn_drop(c);
         return;
     }
-    cork_flush(c);                      /* what this callback wrote goes out before the goodbye */
+    cork_flush(c);                      /* what this turn wrote goes out before the goodbye */
     if (last && lastlen) {
         c->in_close = 1;
         conn_write(c, last, lastlen);
@@ -344,22 +350,8 @@ tls_send(struct conn *c, const char *p, size_t len)
     return done;
 }
 
-/* Bytes for c that wait in its cork count as queued, like those in the
- * bufferevent: the caps and budgets see them. */
-static void
-count_queued(struct conn *c, size_t added, size_t removed)
-{
-    if (added) {
-        if (c->queued == 0)
-            c->drain_ms = pt_now_ms();
-        c->queued += added;
-        c->srv->out_queued += added;
-    }
-    c->queued -= removed;
-    c->srv->out_queued -= removed;
-}
-
-/* Empty corks, kept for the next input: one loop, so a few suffice. */
+/* Empty corks, kept for the next turn (one loop; a turn that writes to more
+ * connections makes the rest anew). */
 #define CORK_SPARES 256
 static struct evbuffer *cork_spare[CORK_SPARES];
 static size_t ncork_spare;
