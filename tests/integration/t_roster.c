@@ -431,15 +431,16 @@ next_presence(struct sc *c, const char *from, const char *type, const char *show
 }
 
 /* The fan-out runs in slices across loop turns: a contact still gets a
- * user's presences in the order sent (several in one write), and a contact
- * removed while a broadcast is on its way gets nothing of it after its
- * unavailable presence. */
+ * user's presences in the order sent (several in one write), a resource
+ * that leaves while its jobs are waiting is announced unavailable after its
+ * available presence, and a contact removed while a broadcast is on its way
+ * gets nothing of it after its unavailable presence. */
 static int
 t_roster_fanout_order_and_removal(void)
 {
     struct srv s;
-    struct sc a, b;
-    int ok = 0, started = 0, la = 0, lb = 0;
+    struct sc a, b, a2;
+    int ok = 0, started = 0, la = 0, lb = 0, la2 = 0;
     CHECK(srv_start_body(&s, RO_USERS, RO_BODY) == 0, "server: -");
     started = 1;
     CHECK(login(&a, "ra@localhost/a", "pw-ra", &s), "login a");
@@ -472,6 +473,18 @@ t_roster_fanout_order_and_removal(void)
     CHECK(next_presence(&a, "ra@localhost/a", "available", "away") &&
               next_presence(&a, "ra@localhost/a", "available", "xa"),
           "a's echoes in order");
+    /* a second resource comes online and leaves in one write, while its
+     * jobs (the broadcast, its contacts' presence) are still to run: b gets
+     * its available then its unavailable presence, and the server goes on */
+    CHECK(login(&a2, "ra@localhost/a2", "pw-ra", &s), "login a2");
+    la2 = 1;
+    CHECK(sc_send_raw(&a2, "<presence><show>chat</show></presence></stream:stream>") == 0, "send");
+    CHECK(next_presence(&b, "ra@localhost/a2", "available", "chat"), "a2's presence");
+    CHECK(next_presence(&b, "ra@localhost/a2", "unavailable", NULL), "a2's unavailable");
+    CHECK(sc_wait_ended(&a2, 5000), "a2's stream stayed open");
+    sc_close(&a2);
+    la2 = 0;
+    CHECK(sc_sync(&b), "b after a2 left");
     /* available again and, in the same write, b removed: b's last word from a is unavailable */
     CHECK(sc_send_raw(&a, "<presence><show>dnd</show></presence><iq type='set' id='rm'><query xmlns='" NS_ROSTER
                           "'><item jid='rb@localhost' subscription='remove'/></query></iq>") == 0,
@@ -496,6 +509,8 @@ t_roster_fanout_order_and_removal(void)
 out:
     if (la)
         sc_close(&a);
+    if (la2)
+        sc_close(&a2);
     if (lb)
         sc_close(&b);
     if (started && srv_stop(&s) < 0) {
@@ -939,7 +954,7 @@ const struct test t_roster_tests[] = {
       t_roster_items_pushes_versions, 1 },
     { "roster: subscription handshake, presence broadcast and echo, dropped session, last activity",
       t_roster_handshake_and_presence, 1 },
-    { "roster: sliced fan-out keeps the order of presences, a removed contact gets none after its unavailable",
+    { "roster: sliced fan-out keeps the order of presences, a resource leaving mid-fan-out, a removed contact gets none after its unavailable",
       t_roster_fanout_order_and_removal, 1 },
     { "roster: request kept for an offline user, pre-approval, removal, directed presence", 
       t_roster_pending_preapproval_removal, 1 },
