@@ -99,19 +99,46 @@ listed(struct pt_mod *m, const char *owner, const char *item)
     return n && pt_db_get(bs->list, k, n, &v) == 0;
 }
 
-/* 1 when owner's list blocks peer (the rules at the top) */
+static int
+count_one(struct pt_mod *m, const struct pt_val *key, const struct pt_val *val, void *arg)
+{
+    (void)m, (void)key, (void)val, (void)arg;
+    return 0;
+}
+
+/* records under prefix (a + 0x00 [+ b + 0x00]), at most limit + 1 looked at */
+static int
+count_under(struct pt_db *db, const char *a, const char *b, long long limit)
+{
+    unsigned char k[PT_DB_KEY_MAX];
+    size_t n = b ? make_key(k, a, b, "") : make_key(k, a, "", NULL);
+    struct pt_db_range r = { k, n, NULL, 0, PT_DB_FORWARD, (size_t)limit + 1 };
+    return n ? pt_db_walk(db, &r, count_one, NULL) : 0;
+}
+
+/* 1 when owner's list blocks peer (the rules at the top). Most lists are
+ * empty: one look at the owner's prefix answers for them before the four
+ * look-ups (every message in and out passes here twice). */
 static int
 blocks(struct pt_mod *m, const char *owner, const struct jid *peer)
 {
+    struct blk_state *bs = pt_state(m, sizeof *bs);
     char dr[PT_DB_KEY_MAX + 1];
+    if (count_under(bs->list, owner, NULL, 0) <= 0)
+        return 0;
     if (peer->resource && listed(m, owner, peer->full))
         return 1;
     if (peer->node[0] && listed(m, owner, peer->bare))
         return 1;
     if (peer->resource && peer->node[0]) {
-        int n = snprintf(dr, sizeof dr, "%s/%s", peer->domain, peer->resource);
-        if (n > 0 && (size_t)n < sizeof dr && listed(m, owner, dr))
-            return 1;
+        size_t ld = strlen(peer->domain), lr = strlen(peer->resource);
+        if (ld + 1 + lr < sizeof dr) {
+            memcpy(dr, peer->domain, ld);
+            dr[ld] = '/';
+            memcpy(dr + ld + 1, peer->resource, lr + 1);
+            if (listed(m, owner, dr))
+                return 1;
+        }
     }
     for (const char *d = peer->domain; d; d = strchr(d, '.')) {
         d += *d == '.';
@@ -286,23 +313,6 @@ op_parse(struct blk_op *op, const struct xml_node *el, const char *owner, long l
             return "internal-server-error";
     }
     return NULL;
-}
-
-static int
-count_one(struct pt_mod *m, const struct pt_val *key, const struct pt_val *val, void *arg)
-{
-    (void)m, (void)key, (void)val, (void)arg;
-    return 0;
-}
-
-/* records under prefix (a + 0x00 [+ b + 0x00]), at most limit + 1 looked at */
-static int
-count_under(struct pt_db *db, const char *a, const char *b, long long limit)
-{
-    unsigned char k[PT_DB_KEY_MAX];
-    size_t n = b ? make_key(k, a, b, "") : make_key(k, a, "", NULL);
-    struct pt_db_range r = { k, n, NULL, 0, PT_DB_FORWARD, (size_t)limit + 1 };
-    return n ? pt_db_walk(db, &r, count_one, NULL) : 0;
 }
 
 static struct pt_stanza *
