@@ -58,6 +58,7 @@ struct conn {
 static void read_cb(struct bufferevent *bev, void *arg);
 static void write_cb(struct bufferevent *bev, void *arg);
 static void event_cb(struct bufferevent *bev, short what, void *arg);
+static void tls_drain(struct conn *c);
 static void cork_flush(struct conn *c);
 static void cork_put(struct evbuffer *b);
 
@@ -495,8 +496,10 @@ rate_resume(evutil_socket_t fd, short what, void *arg)
     c->rate_paused = 0;
     if (c->closing || c->bev == NULL)
         return;
-    if (!c->paused)
+    if (!c->paused) {
         bufferevent_enable(c->bev, EV_READ);
+        tls_drain(c);                   /* records that came with the last read */
+    }
 }
 
 static void
@@ -537,12 +540,50 @@ conn_deliver(struct conn *c, const char *data, size_t len)
 
 static void read_input(struct conn *c, struct evbuffer *in);
 
+/* With read-ahead (tls_ctx_new), OpenSSL takes every record the socket holds
+ * in one read(), but bufferevent_openssl reads on only while SSL_pending()
+ * shows bytes of the current record: the records behind it would wait in
+ * OpenSSL's buffer until more bytes arrive, and the socket, drained, reports
+ * nothing. Read them here: a complete record costs no system call; an
+ * incomplete one costs one read() that finds the socket empty (or the rest). */
+static void
+tls_drain(struct conn *c)
+{
+    char buf[16384];
+    SSL *ssl;
+    while (c->tls_bev && c->tls_up && !c->gone && c->bev && !c->paused && !c->rate_paused &&
+           !c->starttls_pending && (ssl = bufferevent_openssl_get_ssl(c->bev)) != NULL && SSL_has_pending(ssl)) {
+        ERR_clear_error();
+        int r = SSL_read(ssl, buf, sizeof buf);
+        if (r <= 0) {
+            int e = SSL_get_error(ssl, r);
+            if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+                return;                 /* the rest of the record is not here yet */
+            unsigned long err;
+            while ((err = ERR_get_error()) != 0) {
+                char msg[160];
+                ERR_error_string_n(err, msg, sizeof msg);
+                log_info("conn %s: TLS error: %s", c->peer, msg);
+            }
+            event_cb(c->bev, BEV_EVENT_READING | (e == SSL_ERROR_ZERO_RETURN ? BEV_EVENT_EOF : BEV_EVENT_ERROR), c);
+            return;
+        }
+        struct evbuffer *in = bufferevent_get_input(c->bev);
+        if (evbuffer_add(in, buf, (size_t)r) < 0) {
+            conn_drop(c);
+            return;
+        }
+        read_input(c, in);
+    }
+}
+
 static void
 read_cb(struct bufferevent *bev, void *arg)
 {
     struct conn *c = arg;
     struct server *srv = c->srv;
     read_input(c, bufferevent_get_input(bev));
+    tls_drain(c);
     /* The loop turn (server_run) ends when a pass over the ready events leaves
      * none active; libevent's own deferred callbacks can keep one going under
      * load, and the turn's end (commit, budgets, frees) must not wait for a
@@ -685,6 +726,7 @@ event_cb(struct bufferevent *bev, short what, void *arg)
         c->tls_start_ms = 0;
         if (c->cb && c->cb->tls_up)
             c->cb->tls_up(c->owner);
+        tls_drain(c);               /* what came with the handshake's last record */
         return;
     }
     if (what & BEV_EVENT_ERROR) {

@@ -45,6 +45,9 @@ tls_ctx_new(const char *cert_file, const char *key_file, char *err, size_t errle
                                  SSL_OP_NO_COMPRESSION);
     /* an idle session keeps no TLS buffers: idle sessions must cost little (doc/performance.md) */
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    /* one read() takes every record the socket holds, instead of a header and
+     * a body per record; conn.c reads the records past the first (tls_drain) */
+    SSL_CTX_set_read_ahead(ctx, 1);
     /* no per-session state kept in a server cache: TLS 1.3 resumption uses stateless tickets */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_num_tickets(ctx, 1);

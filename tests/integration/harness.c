@@ -636,6 +636,7 @@ read_avail(struct raw *r)
 }
 
 int raw_rcvbuf;
+int raw_cork_handshake;
 
 int
 raw_connect(struct raw *r, int port, const char *src_ip, int direct_tls, const char *sni)
@@ -670,6 +671,8 @@ raw_connect(struct raw *r, int port, const char *src_ip, int direct_tls, const c
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     r->fd = fd;
+    if (raw_cork_handshake)
+        setsockopt(fd, IPPROTO_TCP, TCP_CORK, &one, sizeof one);
     if (direct_tls) {
         r->ssl = new_client_ssl();
         if (sni)
@@ -693,6 +696,12 @@ raw_connect(struct raw *r, int port, const char *src_ip, int direct_tls, const c
         }
     }
     return 0;
+}
+
+int
+raw_cork(struct raw *r, int on)
+{
+    return setsockopt(r->fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on);
 }
 
 void

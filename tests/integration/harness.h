@@ -117,6 +117,12 @@ struct raw {
 
 /* 0, or the receive buffer raw clients set on their sockets (SO_RCVBUF) before connecting. */
 extern int raw_rcvbuf;
+/* 1: raw_connect corks its socket (TCP_CORK) before the TLS handshake and leaves
+ * it corked, so that the handshake's last flight and what follows leave in one
+ * segment when the caller uncorks (raw_cork(r, 0)). */
+extern int raw_cork_handshake;
+/* TCP_CORK on (1) or off (0, which sends what waits) on r's socket; 0 or -1. */
+int raw_cork(struct raw *r, int on);
 /* 0, or the highest TLS version raw clients offer (e.g. TLS1_2_VERSION). */
 extern int raw_tls_max_version;
 /* Connect to 127.0.0.1:port, from src_ip (a 127.x.y.z address, or NULL for the

@@ -447,6 +447,52 @@ clean_tls_end(struct raw *r, int *reset)
     return 0;
 }
 
+/* Several TLS records in one TCP segment: the server's one read() takes them
+ * all (read-ahead), and each must be answered at once, not when the next
+ * bytes arrive. Six pings in six records in one segment; then, on a direct
+ * TLS connection, the handshake's last flight and the stream header in one
+ * segment (without conn.c's tls_drain the header waits in OpenSSL's buffer
+ * and no features come). */
+static int
+t_tls_records_in_one_read(void)
+{
+    struct srv s;
+    struct raw r, d;
+    int ok = 0, started = 0, have_r = 0, have_d = 0;
+    CHECK(srv_start(&s, WITNESS_USERS "rr@localhost pw-rr\n") == 0, "server: -");
+    started = 1;
+    CHECK(witness_up(&s), "-");
+    CHECK(raw_login(&r, s.port_starttls, NULL, "rr", "localhost", "pw-rr", "one"), "login");
+    have_r = 1;
+    CHECK(raw_cork(&r, 1) == 0, "TCP_CORK: %s", strerror(errno));
+    for (int i = 1; i <= 6; i++)
+        CHECK(raw_sendf(&r, "<iq type='get' id='rec%d' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>", i) == 0,
+              "ping %d", i);
+    CHECK(raw_cork(&r, 0) == 0, "uncork: %s", strerror(errno));
+    for (int i = 1; i <= 6; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "id='rec%d'", i);
+        CHECK(raw_wait(&r, id, 3000), "no answer to ping %d of 6 sent in one segment", i);
+    }
+    raw_cork_handshake = 1;
+    int c = raw_connect(&d, s.port_tls, NULL, 1, "localhost");
+    raw_cork_handshake = 0;
+    CHECK(c == 0, "direct TLS connect");
+    have_d = 1;
+    CHECK(raw_stream_header(&d, "localhost", "1.0") == 0, "stream header");
+    CHECK(raw_cork(&d, 0) == 0, "uncork: %s", strerror(errno));
+    CHECK(raw_wait(&d, "<stream:features", 3000) || raw_wait(&d, "<features", 100),
+          "no stream features after a header that came with the handshake's last flight");
+    CHECK(witness_check(&s, "records-in-one-read"), "-");
+    ok = 1;
+out:
+    if (have_r)
+        raw_close(&r);
+    if (have_d)
+        raw_close(&d);
+    return stop_server(&s, started, ok);
+}
+
 static int
 t_tls_close_notify(void)
 {
@@ -596,5 +642,6 @@ const struct test t_hardening_tests[] = {
     { "hardening/throttle-per-address", t_throttle_parallel, 1 },
     { "hardening/account-output-budget", t_account_output_budget, 1 },
     { "hardening/tls-close-notify", t_tls_close_notify, 1 },
+    { "hardening/tls-records-in-one-read", t_tls_records_in_one_read, 0 },
     ITEST_END
 };
