@@ -63,6 +63,7 @@ struct roster_state {
     struct job *jobs_head, *jobs_tail;  /* fan-out waiting (see "fan-out in slices") */
     size_t njobs;
     unsigned jobs_scheduled : 1;
+    uint64_t arrivals;          /* resources come online so far (rsess.arrival, job.arrivals) */
 };
 
 struct held;
@@ -75,6 +76,7 @@ struct rsess {
     double tokens;              /* presence updates the session may broadcast now */
     uint64_t refilled_ms;
     struct held *held;          /* an update held back by the rate (the latest wins) */
+    uint64_t arrival;           /* roster_state.arrivals when it came online */
 };
 
 /* A presence update over the rate, broadcast when the session has a token
@@ -420,7 +422,7 @@ domain_of(const char *bare, char *out, size_t len)
 #define SLICE_US      1000      /* a slice with one job waiting */
 #define SLICE_MAX_US  8000      /* ... growing with the jobs waiting, at most this */
 #define SLICE_CHUNK   64        /* contacts a job does before the next job's turn */
-#define ARRIVAL_SHARE 8         /* ... times this for the contacts' presence to a new resource */
+#define ARRIVAL_PART  3 / 4     /* of a slice, at most, for arrivals before the broadcasts' turn */
 
 enum job_kind { JOB_BROADCAST, JOB_ARRIVAL };
 
@@ -429,6 +431,7 @@ struct job {
     enum job_kind kind;
     uint64_t key;               /* the sender's session (JOB_BROADCAST), 0: none (never waits) */
     struct pt_stanza *b;        /* JOB_BROADCAST: the presence, retargeted to each contact */
+    uint64_t arrivals;          /* JOB_BROADCAST: roster_state.arrivals when it was made */
     uint64_t sid;               /* JOB_ARRIVAL: the new resource (the job ends if it goes) */
     struct jid to;              /* JOB_ARRIVAL: its full JID */
     struct contacts c;
@@ -479,21 +482,32 @@ job_alive(struct pt_mod *m, const struct job *j)
     return f.s != NULL;
 }
 
-static int
-any_session(struct pt_mod *m, struct pt_session *s, void *arg)
-{
-    (void)m;
-    (void)s;
-    *(int *)arg = 1;
-    return 1;
-}
+/* A broadcast's recipients among a contact's resources: the available
+ * ones that were online when it was made. One that came online later has
+ * its arrival job, which reads the sender's presence as it is then (this
+ * one's or a newer one), so this one would only repeat it or, behind a
+ * newer one, show an older state for a moment. */
+struct recips {
+    uint64_t arrivals;          /* the job's */
+    struct pt_stanza **b;       /* NULL: count only */
+    int avail, later;
+};
 
 static int
-has_session(struct pt_mod *m, const char *bare)
+recip_one(struct pt_mod *m, struct pt_session *r, void *arg)
 {
-    int found = 0;
-    pt_user_sessions(m, bare, any_session, &found);
-    return found;
+    struct recips *c = arg;
+    if (!pt_session_available(r))
+        return 0;
+    struct rsess *d = SS(m, r);
+    int later = d && d->arrival > c->arrivals;
+    if (c->b == NULL) {
+        c->avail++;
+        c->later += later;
+    } else if (!later && pt_stanza_retarget(c->b, NULL, pt_session_jid(r)) == 0) {
+        pt_send(m, *c->b);
+    }
+    return 0;
 }
 
 /* contact's domain is a user host of this server (the last answer kept:
@@ -517,11 +531,21 @@ job_step(struct pt_mod *m, struct job *j, const char *contact)
     if (contact[0] == '\0')
         return;                                 /* forgotten (jobs_forget) */
     if (j->kind == JOB_BROADCAST) {
-        /* a contact of this server with no session: the router would drop
-         * it after parsing, retargeting and its hooks (4 of 5 contacts of a
-         * big roster are offline); its presence comes by probe at its login */
-        if (job_local(m, j, contact) && !has_session(m, contact))
-            return;
+        if (job_local(m, j, contact)) {
+            /* a contact of this server with no available resource: the router
+             * would drop it after parsing, retargeting and its hooks (4 of 5
+             * contacts of a big roster are offline); its presence comes by
+             * probe at its login */
+            struct recips c = { j->arrivals, NULL, 0, 0 };
+            pt_user_sessions(m, contact, recip_one, &c);
+            if (c.avail == c.later)
+                return;
+            if (c.later > 0) {
+                c.b = &j->b;            /* the older resources only, each by its full JID */
+                pt_user_sessions(m, contact, recip_one, &c);
+                return;
+            }
+        }
         send_to(m, &j->b, contact);
         return;
     }
@@ -550,42 +574,70 @@ job_blocked(const struct job *head, const struct job *j)
     return 0;
 }
 
-/* The jobs for about budget microseconds: round-robin, a chunk of contacts
- * each, so that a login's job is not stuck behind broadcasts, and so that
- * broadcasts to the same contacts reach each of them in the same turn (one
- * TLS record for several presences when the server is busy). */
+/* take j, which follows prev (NULL: the head), out of the list */
+static void
+job_done(struct roster_state *S, struct job *prev, struct job *j)
+{
+    if (prev)
+        prev->next = j->next;
+    else
+        S->jobs_head = j->next;
+    if (S->jobs_tail == j)
+        S->jobs_tail = prev;
+    S->njobs--;
+    job_free(j);
+}
+
+/* contacts of j, at most n of them; 1 when j is done */
+static int
+job_chunk(struct pt_mod *m, struct job *j, size_t n)
+{
+    if (j->kind == JOB_ARRIVAL && !job_alive(m, j))
+        j->i = j->c.n;                  /* gone meanwhile: nobody to tell */
+    size_t end = j->c.n - j->i > n ? j->i + n : j->c.n;
+    while (j->i < end)
+        job_step(m, j, contact_at(&j->c, j->i++));
+    return j->i == j->c.n;
+}
+
+/* The jobs for about budget microseconds. First the arrivals: a resource
+ * that came online waits for its contacts' presence (its login is not over
+ * before), which is one write to one session however many contacts are
+ * online; so they go first, for up to ARRIVAL_PART of the slice, then all
+ * jobs take turns, a chunk of contacts each, so that broadcasts to the same
+ * contacts reach each of them in the same turn (one TLS record for several
+ * presences when the server is busy). */
 static void
 jobs_work(struct pt_mod *m, uint64_t budget)
 {
     struct roster_state *S = ST(m);
     uint64_t start = now_us();
+    uint64_t arrivals_until = budget == UINT64_MAX ? UINT64_MAX : budget * ARRIVAL_PART;
+    for (struct job *prev = NULL, *j = S->jobs_head; j;) {
+        struct job *next = j->next;
+        if (j->kind != JOB_ARRIVAL) {
+            prev = j;
+            j = next;
+            continue;
+        }
+        int done = job_chunk(m, j, SLICE_CHUNK);
+        if (done) {
+            job_done(S, prev, j);
+            j = next;
+        }
+        if (now_us() - start >= arrivals_until)
+            break;
+    }
     while (S->jobs_head) {
         struct job *prev = NULL, *j = S->jobs_head;
         while (j) {
             struct job *next = j->next;
-            if (!job_blocked(S->jobs_head, j)) {
-                if (j->kind == JOB_ARRIVAL && !job_alive(m, j))
-                    j->i = j->c.n;              /* gone meanwhile: nobody to tell */
-                /* a resource coming online waits for its contacts' presence
-                 * (its login is not over before): its job goes faster */
-                size_t chunk = j->kind == JOB_ARRIVAL ? SLICE_CHUNK * ARRIVAL_SHARE : SLICE_CHUNK;
-                size_t end = j->c.n - j->i > chunk ? j->i + chunk : j->c.n;
-                while (j->i < end)
-                    job_step(m, j, contact_at(&j->c, j->i++));
-                if (j->i == j->c.n) {
-                    if (prev)
-                        prev->next = next;
-                    else
-                        S->jobs_head = next;
-                    if (S->jobs_tail == j)
-                        S->jobs_tail = prev;
-                    S->njobs--;
-                    job_free(j);
-                    j = next;
-                    if (now_us() - start >= budget)
-                        return;
-                    continue;
-                }
+            if (!job_blocked(S->jobs_head, j) && job_chunk(m, j, SLICE_CHUNK)) {
+                job_done(S, prev, j);
+                j = next;
+                if (now_us() - start >= budget)
+                    return;
+                continue;
             }
             prev = j;
             j = next;
@@ -691,6 +743,7 @@ broadcast(struct pt_mod *m, struct pt_session *s, struct pt_stanza *pres, struct
     }
     j->kind = JOB_BROADCAST;
     j->key = pt_session_id(s);
+    j->arrivals = ST(m)->arrivals;
     j->c.want = RI_FROM;
     int rc = rstore_walk(m, &ST(m)->rs, me->bare, collect, &j->c);
     if (rc < 0)
@@ -1415,6 +1468,8 @@ pre_presence(struct pt_mod *m, struct pt_session *s, struct pt_stanza *st)
         if (type_is(st, "available")) {
             int first = !d->announced;
             d->announced = 1;
+            if (first)
+                d->arrival = ++ST(m)->arrivals;     /* before its broadcast: see recip_one */
             /* a flood of updates would be multiplied by every contact: over
              * the rate, only the latest goes out, a little later */
             if (first || rate_ok(m, s, d))

@@ -6,6 +6,7 @@
  * module on "localhost" and talks to it as clients (libstrophe) do. */
 #include "harness.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -520,6 +521,73 @@ out:
     return ok;
 }
 
+/* A resource that comes online in the turn a contact's broadcast was made,
+ * behind it, gets the contact's presence from its own arrival (the state
+ * as it is then), not the broadcast a second time; the contact's resource
+ * that was online gets the broadcast. The server is stopped while both
+ * writes arrive, so that one turn reads them, in the order written. */
+static int
+t_roster_arrival_not_repeated(void)
+{
+    struct srv s;
+    struct sc a, b, b2;
+    int ok = 0, started = 0, la = 0, lb = 0, lb2 = 0, stopped = 0;
+    CHECK(srv_start_body(&s, RO_USERS, RO_BODY) == 0, "server: -");
+    started = 1;
+    CHECK(login(&a, "ra@localhost/a", "pw-ra", &s), "login a");
+    la = 1;
+    CHECK(login(&b, "rb@localhost/b", "pw-rb", &s), "login b");
+    lb = 1;
+    CHECK(get_roster(&a, "ga") && get_roster(&b, "gb"), "-");
+    CHECK(sc_send_raw(&a, "<presence/>") == 0 && sc_send_raw(&b, "<presence/>") == 0, "send");
+    CHECK(expect(&a, "a", (struct want){ "presence", "available", "ra@localhost/a", NULL, NULL, NULL }), "echo a");
+    CHECK(expect(&b, "b", (struct want){ "presence", "available", "rb@localhost/b", NULL, NULL, NULL }), "echo b");
+    CHECK(sc_send_raw(&b, "<presence to='ra@localhost' type='subscribed'/>") == 0, "send");
+    CHECK(expect(&b, "b", (struct want){ "iq", "set", NULL, "ra@localhost", "none", NULL }), "pre-approval push");
+    CHECK(sc_send_raw(&a, "<presence to='rb@localhost' type='subscribe'/>") == 0, "send");
+    CHECK(expect(&a, "a", (struct want){ "iq", "set", NULL, "rb@localhost", "to", NULL }), "push to");
+    CHECK(sc_send_raw(&b, "<presence to='ra@localhost' type='subscribe'/>") == 0, "send");
+    CHECK(expect(&a, "a", (struct want){ "presence", "subscribe", "rb@localhost", NULL, NULL, NULL }), "request");
+    CHECK(sc_send_raw(&a, "<presence to='rb@localhost' type='subscribed'/>") == 0, "send");
+    CHECK(expect(&b, "b", (struct want){ "iq", "set", NULL, "ra@localhost", "both", NULL }), "push both");
+    CHECK(next_presence(&b, "ra@localhost/a", "available", NULL), "a's presence after approval");
+    CHECK(login(&b2, "rb@localhost/b2", "pw-rb", &s), "login b2");
+    lb2 = 1;
+    CHECK(get_roster(&b2, "gb2"), "-");
+    CHECK(sc_sync(&b) && sc_sync(&b2) && sc_sync(&a), "sync");
+    CHECK(kill(s.pid, SIGSTOP) == 0, "SIGSTOP");
+    stopped = 1;
+    CHECK(sc_send_raw(&a, "<presence><show>away</show></presence>") == 0, "send");
+    sc_pump(100);              /* libstrophe writes in its loop */
+    CHECK(sc_send_raw(&b2, "<presence/>") == 0, "send");
+    sc_pump(100);              /* libstrophe writes in its loop */
+    CHECK(kill(s.pid, SIGCONT) == 0, "SIGCONT");
+    stopped = 0;
+    CHECK(next_presence(&b, "ra@localhost/a", "available", "away"), "b: the broadcast");
+    CHECK(next_presence(&b2, "ra@localhost/a", "available", "away"), "b2: a's presence at its arrival");
+    CHECK(expect_none(&b2, "b2", (struct want){ "presence", NULL, "ra@localhost/a", NULL, NULL, NULL }),
+          "a's presence a second time");
+    /* and later updates reach both */
+    CHECK(sc_send_raw(&a, "<presence><show>dnd</show></presence>") == 0, "send");
+    CHECK(next_presence(&b, "ra@localhost/a", "available", "dnd"), "b: dnd");
+    CHECK(next_presence(&b2, "ra@localhost/a", "available", "dnd"), "b2: dnd");
+    ok = 1;
+out:
+    if (stopped)
+        kill(s.pid, SIGCONT);
+    if (la)
+        sc_close(&a);
+    if (lb2)
+        sc_close(&b2);
+    if (lb)
+        sc_close(&b);
+    if (started && srv_stop(&s) < 0) {
+        fail_reason("server: bad exit");
+        ok = 0;
+    }
+    return ok;
+}
+
 /* A request to an offline user is kept and delivered at its login; pre-approval;
  * removal cancels both ways; directed presence is followed by unavailable. */
 static int
@@ -956,6 +1024,8 @@ const struct test t_roster_tests[] = {
       t_roster_handshake_and_presence, 1 },
     { "roster: sliced fan-out keeps the order of presences, a resource leaving mid-fan-out, a removed contact gets none after its unavailable",
       t_roster_fanout_order_and_removal, 1 },
+    { "roster: a resource coming online behind a contact's broadcast gets the contact's presence once, from its arrival",
+      t_roster_arrival_not_repeated, 1 },
     { "roster: request kept for an offline user, pre-approval, removal, directed presence", 
       t_roster_pending_preapproval_removal, 1 },
     { "roster: subscription flood cut at the rate limit, deluser drops the roster", t_roster_flood_and_deletion, 1 },
