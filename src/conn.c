@@ -40,6 +40,7 @@ struct conn {
     struct evbuffer_cb_entry *out_cb;   /* keeps queued up to date */
     struct evbuffer *cork;              /* written during this turn, not yet handed to TLS (conns_flush) */
     struct conn *cork_next;             /* srv->cork_head */
+    uint64_t cork_ms;                   /* the cork's first bytes were written then */
     SSL_CTX *starttls_ctx;
     size_t queued;                      /* bytes in the output buffer */
     uint64_t drain_ms;                  /* the peer last took output (or the queue began) */
@@ -50,7 +51,8 @@ struct conn {
     uint32_t rate_at;                   /* second (monotonic) of the last refill */
     unsigned tls_bev : 1, tls_up : 1, got_byte : 1, in_unauth : 1, closing : 1, shut : 1,
              peer_closed : 1, gone : 1, counted : 1, has_socket : 1, paused : 1, rate_paused : 1,
-             starttls_pending : 1, in_close : 1, client : 1, connecting : 1, corked : 1;
+             starttls_pending : 1, in_close : 1, client : 1, connecting : 1, corked : 1,
+             cork_urgent : 1;           /* the cork holds more than presence: no holding it */
     char *sni;                          /* client TLS: the name asked for (and verified by the owner) */
     char peer[48];
 };
@@ -377,8 +379,17 @@ cork_add(struct conn *c, const char *data, size_t len)
 {
     if (c->cork == NULL && (c->cork = cork_get()) == NULL)
         return -1;
+    int first = evbuffer_get_length(c->cork) == 0;
     if (evbuffer_add(c->cork, data, len) < 0)
         return -1;
+    if (first) {
+        c->cork_ms = pt_now_ms();
+        c->cork_urgent = 0;
+    }
+    if (c->srv->write_lazy)
+        c->srv->turn_lazy++;
+    else
+        c->cork_urgent = 1;
     count_queued(c, len, 0);
     if (!c->corked) {
         c->corked = 1;
@@ -414,16 +425,82 @@ cork_flush(struct conn *c)
     cork_put(cork);
 }
 
-/* The end of a turn: every connection written to in it. */
+/* Presence held back while a fan-out keeps the server busy. A presence
+ * storm sends each online contact presence after presence, one TLS record
+ * and one write() each when they leave turn by turn: most of the cost of a
+ * delivery (about 8 000 instructions of OpenSSL per record, and the
+ * kernel's send) is per record, not per byte. So in a busy turn (at least
+ * HOLD_BUSY presences written in it or in the turn before), a cork that
+ * holds only presence, and less than HOLD_BYTES of it, waits up to HOLD_MS
+ * for more: at 200 presences a second to a contact, five leave in one
+ * record. Anything else written to that connection (a message, an answer)
+ * sends it at the end of that turn with what waited, in order; a quiet
+ * server holds nothing. */
+#define HOLD_MS     25
+#define HOLD_BUSY   128
+#define HOLD_BYTES  8192
+
+static void
+hold_wake(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;                          /* the loop turn ends; server_end_turn flushes what is due */
+}
+
+static int
+cork_holds(const struct server *srv, const struct conn *c, uint64_t now)
+{
+    return c->cork && !c->cork_urgent && !c->gone && !c->closing && now - c->cork_ms < HOLD_MS &&
+           evbuffer_get_length(c->cork) < HOLD_BYTES &&
+           (srv->turn_lazy >= HOLD_BUSY || srv->last_turn_lazy >= HOLD_BUSY);
+}
+
+/* The end of a turn: every connection written to in it, but those held
+ * (above), which stay on the list; a timer ends the turn when the first of
+ * them is due. */
 void
 conns_flush(struct server *srv)
+{
+    uint64_t now = srv->cork_head ? pt_now_ms() : 0, due = UINT64_MAX;
+    struct conn *held = NULL;
+    while (srv->cork_head) {
+        struct conn *c = srv->cork_head;
+        srv->cork_head = c->cork_next;
+        if (cork_holds(srv, c, now)) {
+            c->cork_next = held;
+            held = c;
+            if (c->cork_ms + HOLD_MS < due)
+                due = c->cork_ms + HOLD_MS;
+            continue;
+        }
+        c->cork_next = NULL;
+        c->corked = 0;
+        cork_flush(c);                  /* a dropped one holds no cork any more: nothing */
+    }
+    srv->cork_head = held;
+    if (held == NULL)
+        return;
+    if (srv->hold_ev == NULL && (srv->hold_ev = evtimer_new(srv->base, hold_wake, srv)) == NULL) {
+        conns_flush_all(srv);           /* no timer: nothing may wait */
+        return;
+    }
+    uint64_t ms = due > now ? due - now : 0;
+    struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000) };
+    if (evtimer_add(srv->hold_ev, &tv) < 0)
+        conns_flush_all(srv);
+}
+
+/* every cork, held or not (shutdown, and when no timer can be had) */
+void
+conns_flush_all(struct server *srv)
 {
     while (srv->cork_head) {
         struct conn *c = srv->cork_head;
         srv->cork_head = c->cork_next;
         c->cork_next = NULL;
         c->corked = 0;
-        cork_flush(c);                  /* a dropped one holds no cork any more: nothing */
+        cork_flush(c);
     }
 }
 
@@ -992,6 +1069,9 @@ conns_fini(struct server *srv)
     conns_reap(srv);
     while (ncork_spare > 0)
         evbuffer_free(cork_spare[--ncork_spare]);
+    if (srv->hold_ev)
+        event_free(srv->hold_ev);
+    srv->hold_ev = NULL;
     if (srv->conn_sweep)
         event_free(srv->conn_sweep);
     srv->conn_sweep = NULL;

@@ -107,8 +107,11 @@ void conn_held(struct conn *c, uint64_t ms);
 int  conns_init(struct server *srv);
 void conns_fini(struct server *srv);
 void conns_end_turn(struct server *srv);
-/* what the turn wrote to TLS connections, handed to TLS (server_end_turn) */
+/* what the turn wrote to TLS connections, handed to TLS (server_end_turn);
+ * small corks of presence only may wait a few ms in a busy turn (conn.c) */
 void conns_flush(struct server *srv);
+/* ... and those too (shutdown) */
+void conns_flush_all(struct server *srv);
 void conns_close_all(struct server *srv, const char *condition);
 void conns_drop_all(struct server *srv);
 void conns_reap(struct server *srv);

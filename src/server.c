@@ -69,6 +69,8 @@ server_end_turn(struct server *srv)
     store_end_turn(srv->store);         /* what SESSION_ENDED handlers wrote */
     conns_flush(srv);                   /* and what this commit's durable callbacks wrote */
     srv->turn_inputs = 0;               /* conn.c's bound on the length of a turn */
+    srv->last_turn_lazy = srv->turn_lazy;   /* conn.c: is the server busy with presence */
+    srv->turn_lazy = 0;
 }
 
 /* ---- connections per address ------------------------------------------------------ */
@@ -559,6 +561,7 @@ server_fini(struct server *srv)
             session_reap(s);
         }
     server_end_turn(srv);
+    conns_flush_all(srv);               /* presence held back leaves too */
     conns_drop_all(srv);                /* connections whose session is gone already */
     server_end_turn(srv);
     control_close(srv);

@@ -91,6 +91,9 @@ struct server {
     size_t max_unauth;                    /* limits.unauthenticated_connections, or derived from max_sockets */
     size_t out_queued;                    /* bytes queued to every client, not yet written */
     struct conn *cork_head;               /* written during this turn, to hand to TLS at its end (conn.c) */
+    struct event *hold_ev;                /* ends the turn when a held cork is due (conn.c) */
+    size_t turn_lazy, last_turn_lazy;     /* presence written to TLS corks in this turn, the one before */
+    unsigned write_lazy : 1;              /* the write in progress is presence: it may wait (session_write) */
     unsigned turn_inputs;                 /* input callbacks in this loop turn */
     unsigned turn_cut : 1;                /* this turn was ended early (conn.c), not to stop */
     unsigned exit_now : 1;                /* a second signal: leave the loop now */

@@ -289,7 +289,11 @@ session_write(struct pt_session *s, struct pt_stanza *st)
     const struct strbuf *b = stanza_bytes(st);
     if (b->failed)
         return PT_ENOMEM;
-    if (s->ops->send(s, b->data, b->len) < 0)
+    /* presence may wait a little for more to the same connection (conn.c) */
+    s->srv->write_lazy = stanza_is_kind(st, "presence");
+    int rc = s->ops->send(s, b->data, b->len);
+    s->srv->write_lazy = 0;
+    if (rc < 0)
         return PT_ERROR;
     if (s->conn && conn_queued(s->conn) >= BUDGET_WATCH && s->registered && !s->in_budget) {
         s->in_budget = 1;

@@ -588,6 +588,76 @@ out:
     return ok;
 }
 
+/* In a turn that writes much presence, a small cork of presence only waits
+ * a few ms for more (conn.c): b's presence waits behind a's burst of
+ * directed presence to c, and still arrives with nothing else to carry it
+ * (the hold timer), and a message that follows such a presence leaves with
+ * it, after it. */
+static int
+t_roster_held_presence(void)
+{
+    struct srv s;
+    struct sc a, b, c;
+    int ok = 0, started = 0, la = 0, lb = 0, lc = 0;
+    char *burst = NULL;
+    CHECK(srv_start_body(&s, RO_USERS, RO_BODY) == 0, "server: -");
+    started = 1;
+    CHECK(login(&a, "ra@localhost/a", "pw-ra", &s), "login a");
+    la = 1;
+    CHECK(login(&b, "rb@localhost/b", "pw-rb", &s), "login b");
+    lb = 1;
+    CHECK(login(&c, "rc@localhost/c", "pw-rc", &s), "login c");
+    lc = 1;
+    CHECK(sc_send_raw(&a, "<presence/>") == 0 && sc_send_raw(&b, "<presence/>") == 0 &&
+              sc_send_raw(&c, "<presence/>") == 0,
+          "send");
+    CHECK(next_presence(&a, "ra@localhost/a", "available", NULL), "echo a");
+    CHECK(next_presence(&b, "rb@localhost/b", "available", NULL), "echo b");
+    CHECK(next_presence(&c, "rc@localhost/c", "available", NULL), "echo c");
+    for (int round = 0; round < 2; round++) {
+        static const char to_c[] = "<presence to='rc@localhost/c'/>";
+        const char *to_b = round == 0 ? "<presence to='rb@localhost/b'><show>away</show></presence>"
+                                      : "<presence to='rb@localhost/b'><show>xa</show></presence>"
+                                        "<message to='rb@localhost/b' type='chat'><body>after xa</body></message>";
+        size_t n = 200, len = n * (sizeof to_c - 1) + strlen(to_b) + 1;
+        burst = malloc(len);
+        CHECK(burst != NULL, "malloc");
+        char *w = burst;
+        for (size_t i = 0; i < n; i++, w += sizeof to_c - 1)
+            memcpy(w, to_c, sizeof to_c - 1);
+        strcpy(w, to_b);
+        CHECK(sc_send_raw(&a, burst) == 0, "send");
+        free(burst);
+        burst = NULL;
+        if (round == 0) {
+            /* nothing else goes to b: the timer sends it */
+            CHECK(next_presence(&b, "ra@localhost/a", "available", "away"), "b: the held presence");
+        } else {
+            CHECK(next_presence(&b, "ra@localhost/a", "available", "xa"), "b: the presence before the message");
+            xmpp_stanza_t *msg = sc_wait(&b, pred_body, "after xa", 5000);
+            CHECK(msg != NULL, "b: no message after the presence");
+            xmpp_stanza_release(msg);
+        }
+        for (size_t i = 0; i < n; i++)
+            CHECK(next_presence(&c, "ra@localhost/a", "available", NULL), "c: the burst");
+    }
+    CHECK(expect_none(&b, "b", (struct want){ "presence", NULL, "ra@localhost/a", NULL, NULL, NULL }), "more presence");
+    ok = 1;
+out:
+    free(burst);
+    if (la)
+        sc_close(&a);
+    if (lb)
+        sc_close(&b);
+    if (lc)
+        sc_close(&c);
+    if (started && srv_stop(&s) < 0) {
+        fail_reason("server: bad exit");
+        ok = 0;
+    }
+    return ok;
+}
+
 /* A request to an offline user is kept and delivered at its login; pre-approval;
  * removal cancels both ways; directed presence is followed by unavailable. */
 static int
@@ -1026,6 +1096,8 @@ const struct test t_roster_tests[] = {
       t_roster_fanout_order_and_removal, 1 },
     { "roster: a resource coming online behind a contact's broadcast gets the contact's presence once, from its arrival",
       t_roster_arrival_not_repeated, 1 },
+    { "roster: presence held in a busy turn arrives by the hold timer, and before a message that follows it",
+      t_roster_held_presence, 1 },
     { "roster: request kept for an offline user, pre-approval, removal, directed presence", 
       t_roster_pending_preapproval_removal, 1 },
     { "roster: subscription flood cut at the rate limit, deluser drops the roster", t_roster_flood_and_deletion, 1 },
