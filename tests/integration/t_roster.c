@@ -431,6 +431,23 @@ next_presence(struct sc *c, const char *from, const char *type, const char *show
     return ok;
 }
 
+/* ra/a and rb/b (both online and available) become contacts both ways, b
+ * pre-approving a; ends with b having a's presence. 1, or 0 with fail_reason. */
+static int
+both_ways(struct sc *a, struct sc *b)
+{
+    return sc_send_raw(b, "<presence to='ra@localhost' type='subscribed'/>") == 0 &&
+           expect(b, "b", (struct want){ "iq", "set", NULL, "ra@localhost", "none", NULL }) &&
+           sc_send_raw(a, "<presence to='rb@localhost' type='subscribe'/>") == 0 &&
+           expect(a, "a", (struct want){ "iq", "set", NULL, "rb@localhost", "to", NULL }) &&
+           sc_send_raw(b, "<presence to='ra@localhost' type='subscribe'/>") == 0 &&
+           expect(a, "a", (struct want){ "presence", "subscribe", "rb@localhost", NULL, NULL, NULL }) &&
+           sc_send_raw(a, "<presence to='rb@localhost' type='subscribed'/>") == 0 &&
+           expect(a, "a", (struct want){ "iq", "set", NULL, "rb@localhost", "both", NULL }) &&
+           expect(b, "b", (struct want){ "iq", "set", NULL, "ra@localhost", "both", NULL }) &&
+           next_presence(b, "ra@localhost/a", "available", NULL);
+}
+
 /* The fan-out runs in slices across loop turns: a contact still gets a
  * user's presences in the order sent (several in one write), a resource
  * that leaves while its jobs are waiting is announced unavailable after its
@@ -452,17 +469,7 @@ t_roster_fanout_order_and_removal(void)
     CHECK(sc_send_raw(&a, "<presence/>") == 0 && sc_send_raw(&b, "<presence/>") == 0, "send");
     CHECK(expect(&a, "a", (struct want){ "presence", "available", "ra@localhost/a", NULL, NULL, NULL }), "echo a");
     CHECK(expect(&b, "b", (struct want){ "presence", "available", "rb@localhost/b", NULL, NULL, NULL }), "echo b");
-    /* both ways, b pre-approving a */
-    CHECK(sc_send_raw(&b, "<presence to='ra@localhost' type='subscribed'/>") == 0, "send");
-    CHECK(expect(&b, "b", (struct want){ "iq", "set", NULL, "ra@localhost", "none", NULL }), "pre-approval push");
-    CHECK(sc_send_raw(&a, "<presence to='rb@localhost' type='subscribe'/>") == 0, "send");
-    CHECK(expect(&a, "a", (struct want){ "iq", "set", NULL, "rb@localhost", "to", NULL }), "push to");
-    CHECK(sc_send_raw(&b, "<presence to='ra@localhost' type='subscribe'/>") == 0, "send");
-    CHECK(expect(&a, "a", (struct want){ "presence", "subscribe", "rb@localhost", NULL, NULL, NULL }), "request");
-    CHECK(sc_send_raw(&a, "<presence to='rb@localhost' type='subscribed'/>") == 0, "send");
-    CHECK(expect(&a, "a", (struct want){ "iq", "set", NULL, "rb@localhost", "both", NULL }), "push both");
-    CHECK(expect(&b, "b", (struct want){ "iq", "set", NULL, "ra@localhost", "both", NULL }), "push both");
-    CHECK(next_presence(&b, "ra@localhost/a", "available", NULL), "a's presence after approval");
+    CHECK(both_ways(&a, &b), "-");
     CHECK(sc_sync(&b), "b sync");
     /* three updates in one write: b sees them in that order */
     CHECK(sc_send_raw(&a, "<presence><show>away</show></presence><presence><show>xa</show></presence>"
@@ -542,15 +549,7 @@ t_roster_arrival_not_repeated(void)
     CHECK(sc_send_raw(&a, "<presence/>") == 0 && sc_send_raw(&b, "<presence/>") == 0, "send");
     CHECK(expect(&a, "a", (struct want){ "presence", "available", "ra@localhost/a", NULL, NULL, NULL }), "echo a");
     CHECK(expect(&b, "b", (struct want){ "presence", "available", "rb@localhost/b", NULL, NULL, NULL }), "echo b");
-    CHECK(sc_send_raw(&b, "<presence to='ra@localhost' type='subscribed'/>") == 0, "send");
-    CHECK(expect(&b, "b", (struct want){ "iq", "set", NULL, "ra@localhost", "none", NULL }), "pre-approval push");
-    CHECK(sc_send_raw(&a, "<presence to='rb@localhost' type='subscribe'/>") == 0, "send");
-    CHECK(expect(&a, "a", (struct want){ "iq", "set", NULL, "rb@localhost", "to", NULL }), "push to");
-    CHECK(sc_send_raw(&b, "<presence to='ra@localhost' type='subscribe'/>") == 0, "send");
-    CHECK(expect(&a, "a", (struct want){ "presence", "subscribe", "rb@localhost", NULL, NULL, NULL }), "request");
-    CHECK(sc_send_raw(&a, "<presence to='rb@localhost' type='subscribed'/>") == 0, "send");
-    CHECK(expect(&b, "b", (struct want){ "iq", "set", NULL, "ra@localhost", "both", NULL }), "push both");
-    CHECK(next_presence(&b, "ra@localhost/a", "available", NULL), "a's presence after approval");
+    CHECK(both_ways(&a, &b), "-");
     CHECK(login(&b2, "rb@localhost/b2", "pw-rb", &s), "login b2");
     lb2 = 1;
     CHECK(get_roster(&b2, "gb2"), "-");
