@@ -128,13 +128,14 @@ parse_jid(struct jid *j, const char *s)
     return jid_parse(j, s, strlen(s));
 }
 
-/* Send `st` retargeted to `to` (a JID string already prepared); *b is the
- * caller's copy, retargeted in place after the first time. */
+/* Send `st` retargeted to `to` (a JID string already prepared: a roster's
+ * contact, a directed presence's address); *b is the caller's copy,
+ * retargeted in place after the first time. */
 static void
 send_to(struct pt_mod *m, struct pt_stanza **b, const char *to)
 {
     struct jid j;
-    if (parse_jid(&j, to) < 0)
+    if (jid_from_prepared(&j, to, strlen(to)) < 0)
         return;
     if (pt_stanza_retarget(b, NULL, &j) == 0)
         pt_send(m, *b);

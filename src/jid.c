@@ -361,16 +361,17 @@ static int jid_build(struct jid *j, const char *node, size_t nlen,
 /* ---------------------------------------------------------------------------------- */
 /* Public API                                                                         */
 
-int jid_parse(struct jid *j, const char *s, size_t len)
+/* The parts of s[0..len): node (NULL: none), domain, resource (NULL: none);
+   0, or -1 (errno EINVAL) when a separator has nothing on one side. */
+struct jid_parts {
+    const char *node, *dom, *res;
+    size_t nlen, dlen, rlen;
+};
+
+static int jid_split(const char *s, size_t len, struct jid_parts *p)
 {
     const char *slash, *at, *node = NULL, *dom, *res = NULL;
     size_t nlen = 0, dlen, rlen = 0, prefix;
-
-    if (!j)
-        return errno = EINVAL, -1;
-    memset(j, 0, sizeof *j);
-    if (!s || len == 0 || !utf8_valid((const unsigned char *)s, len))
-        return errno = EINVAL, -1;
 
     slash = memchr(s, '/', len);
     prefix = slash ? (size_t)(slash - s) : len;
@@ -394,7 +395,40 @@ int jid_parse(struct jid *j, const char *s, size_t len)
     }
     if (dlen == 0)
         return errno = EINVAL, -1;         /* "node@", "/res" */
-    if (jid_build(j, node, nlen, dom, dlen, res, rlen) != 0) {
+    *p = (struct jid_parts){ node, dom, res, nlen, dlen, rlen };
+    return 0;
+}
+
+int jid_parse(struct jid *j, const char *s, size_t len)
+{
+    struct jid_parts p;
+
+    if (!j)
+        return errno = EINVAL, -1;
+    memset(j, 0, sizeof *j);
+    if (!s || len == 0 || !utf8_valid((const unsigned char *)s, len))
+        return errno = EINVAL, -1;
+    if (jid_split(s, len, &p) != 0)
+        return -1;
+    if (jid_build(j, p.node, p.nlen, p.dom, p.dlen, p.res, p.rlen) != 0) {
+        memset(j, 0, sizeof *j);
+        return -1;
+    }
+    return 0;
+}
+
+int jid_from_prepared(struct jid *j, const char *s, size_t len)
+{
+    struct jid_parts p;
+
+    if (!j)
+        return errno = EINVAL, -1;
+    memset(j, 0, sizeof *j);
+    if (!s || len == 0 || memchr(s, '\0', len) != NULL || jid_split(s, len, &p) != 0)
+        return errno = EINVAL, -1;
+    if (p.nlen > JID_PART_MAX || p.dlen > JID_PART_MAX || p.rlen > JID_PART_MAX)
+        return errno = EINVAL, -1;
+    if (jid_assemble(j, p.node ? p.node : "", p.nlen, p.dom, p.dlen, p.res, p.rlen) != 0) {
         memset(j, 0, sizeof *j);
         return -1;
     }

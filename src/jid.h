@@ -45,6 +45,12 @@ struct jid {
 /* Parse and prepare `s` (length len, not necessarily NUL-terminated). 0 or -1 (invalid,
    errno EINVAL; or ENOMEM). On failure *j is left zeroed (safe to jid_clear). */
 int  jid_parse(struct jid *j, const char *s, size_t len);
+/* A JID this server prepared before (read back from its own store, e.g. a
+   roster's contacts): split and copied like jid_parse, without preparing
+   it again (stringprep is most of jid_parse's cost). The caller vouches for
+   s; one that was never prepared gives a JID unequal to its prepared form.
+   0 / -1 (EINVAL: an empty part, a NUL, a part over JID_PART_MAX; ENOMEM). */
+int  jid_from_prepared(struct jid *j, const char *s, size_t len);
 /* Build from parts (node may be NULL or "", resource may be NULL). Each part is prepared.
    0 / -1; on failure *j is left zeroed. */
 int  jid_make(struct jid *j, const char *node, const char *domain, const char *resource);

@@ -101,6 +101,46 @@ static void test_valid_table(void **state)
     }
 }
 
+/* jid_from_prepared: what jid_parse makes of a prepared JID, without preparing again */
+static void test_from_prepared(void **state)
+{
+    (void)state;
+    static const char *ok[] = { "a@b.c/r", "a@b.c", "b.c", "b.c/r/x@y", "n\xc3\xa9@x.org/R" };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        struct jid p, q;
+        assert_int_equal(jid_parse(&p, ok[i], strlen(ok[i])), 0);
+        assert_int_equal(jid_from_prepared(&q, p.full, strlen(p.full)), 0);
+        assert_string_equal(q.full, p.full);
+        assert_string_equal(q.bare, p.bare);
+        assert_string_equal(q.node, p.node);
+        assert_string_equal(q.domain, p.domain);
+        if (p.resource)
+            assert_string_equal(q.resource, p.resource);
+        else
+            assert_null(q.resource);
+        assert_int_equal(jid_equal(&p, &q), 1);
+        jid_clear(&p);
+        jid_clear(&q);
+    }
+    /* not prepared again: the caller vouches (a name never prepared stays as it is) */
+    struct jid u;
+    assert_int_equal(jid_from_prepared(&u, "A@B.C", 5), 0);
+    assert_string_equal(u.full, "A@B.C");
+    jid_clear(&u);
+    /* empty parts, a NUL, a part over the limit */
+    static const char *bad[] = { "", "@b", "a@", "b/", "/r", "a@/r" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(jid_from_prepared(&u, bad[i], strlen(bad[i])), -1);
+        assert_null(u.full);
+    }
+    assert_int_equal(jid_from_prepared(&u, "a\0b@c", 6), -1);
+    char big[1100];
+    memset(big, 'n', 1024);
+    memcpy(big + 1024, "@x", 3);
+    assert_int_equal(jid_from_prepared(&u, big, strlen(big)), -1);
+    assert_int_equal(jid_from_prepared(NULL, "a@b", 3), -1);
+}
+
 /* Long valid parts built at run time. */
 static void test_valid_limits(void **state)
 {
@@ -578,6 +618,7 @@ int main(void)
         cmocka_unit_test(test_copy),
         cmocka_unit_test(test_clear_twice),
         cmocka_unit_test(test_part_helpers),
+        cmocka_unit_test(test_from_prepared),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
