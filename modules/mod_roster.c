@@ -423,7 +423,7 @@ domain_of(const char *bare, char *out, size_t len)
 #define SLICE_US      1000      /* a slice with one job waiting */
 #define SLICE_MAX_US  8000      /* ... growing with the jobs waiting, at most this */
 #define SLICE_CHUNK   64        /* contacts a job does before the next job's turn */
-#define ARRIVAL_PART  3 / 4     /* of a slice, at most, for arrivals before the broadcasts' turn */
+#define ARRIVAL_PCT   75        /* % of a slice, at most, for arrivals before the broadcasts' turn */
 
 enum job_kind { JOB_BROADCAST, JOB_ARRIVAL };
 
@@ -604,7 +604,7 @@ job_chunk(struct pt_mod *m, struct job *j, size_t n)
 /* The jobs for about budget microseconds. First the arrivals: a resource
  * that came online waits for its contacts' presence (its login is not over
  * before), which is one write to one session however many contacts are
- * online; so they go first, for up to ARRIVAL_PART of the slice, then all
+ * online; so they go first, for up to ARRIVAL_PCT % of the slice, then all
  * jobs take turns, a chunk of contacts each, so that broadcasts to the same
  * contacts reach each of them in the same turn (one TLS record for several
  * presences when the server is busy). */
@@ -613,7 +613,7 @@ jobs_work(struct pt_mod *m, uint64_t budget)
 {
     struct roster_state *S = ST(m);
     uint64_t start = now_us();
-    uint64_t arrivals_until = budget == UINT64_MAX ? UINT64_MAX : budget * ARRIVAL_PART;
+    uint64_t arrivals_until = budget == UINT64_MAX ? UINT64_MAX : budget / 100 * ARRIVAL_PCT;
     for (struct job *prev = NULL, *j = S->jobs_head; j;) {
         struct job *next = j->next;
         if (j->kind != JOB_ARRIVAL) {

@@ -382,14 +382,15 @@ cork_add(struct conn *c, const char *data, size_t len)
     int first = evbuffer_get_length(c->cork) == 0;
     if (evbuffer_add(c->cork, data, len) < 0)
         return -1;
-    if (first) {
-        c->cork_ms = pt_now_ms();
-        c->cork_urgent = 0;
-    }
-    if (c->srv->write_lazy)
+    if (!c->srv->write_lazy) {
+        c->cork_urgent = 1;             /* never held: no clock needed */
+    } else {
         c->srv->turn_lazy++;
-    else
-        c->cork_urgent = 1;
+        if (first) {
+            c->cork_ms = pt_now_ms();
+            c->cork_urgent = 0;
+        }
+    }
     count_queued(c, len, 0);
     if (!c->corked) {
         c->corked = 1;
@@ -449,25 +450,26 @@ hold_wake(evutil_socket_t fd, short what, void *arg)
 }
 
 static int
-cork_holds(const struct server *srv, const struct conn *c, uint64_t now)
+cork_holds(const struct conn *c, uint64_t now)
 {
     return c->cork && !c->cork_urgent && !c->gone && !c->closing && now - c->cork_ms < HOLD_MS &&
-           evbuffer_get_length(c->cork) < HOLD_BYTES &&
-           (srv->turn_lazy >= HOLD_BUSY || srv->last_turn_lazy >= HOLD_BUSY);
+           evbuffer_get_length(c->cork) < HOLD_BYTES;
 }
 
-/* The end of a turn: every connection written to in it, but those held
- * (above), which stay on the list; a timer ends the turn when the first of
- * them is due. */
-void
-conns_flush(struct server *srv)
+/* Every cork on the list to TLS, but, with may_hold in a busy turn, those
+ * held (above), which stay on the list; a timer ends the turn when the
+ * first of them is due. */
+static void
+flush_corks(struct server *srv, int may_hold)
 {
-    uint64_t now = srv->cork_head ? pt_now_ms() : 0, due = UINT64_MAX;
+    may_hold = may_hold && srv->cork_head &&
+               (srv->turn_lazy >= HOLD_BUSY || srv->last_turn_lazy >= HOLD_BUSY);
+    uint64_t now = may_hold ? pt_now_ms() : 0, due = UINT64_MAX;
     struct conn *held = NULL;
     while (srv->cork_head) {
         struct conn *c = srv->cork_head;
         srv->cork_head = c->cork_next;
-        if (cork_holds(srv, c, now)) {
+        if (may_hold && cork_holds(c, now)) {
             c->cork_next = held;
             held = c;
             if (c->cork_ms + HOLD_MS < due)
@@ -482,26 +484,27 @@ conns_flush(struct server *srv)
     if (held == NULL)
         return;
     if (srv->hold_ev == NULL && (srv->hold_ev = evtimer_new(srv->base, hold_wake, srv)) == NULL) {
-        conns_flush_all(srv);           /* no timer: nothing may wait */
+        flush_corks(srv, 0);            /* no timer: nothing may wait */
         return;
     }
     uint64_t ms = due > now ? due - now : 0;
     struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000) };
     if (evtimer_add(srv->hold_ev, &tv) < 0)
-        conns_flush_all(srv);
+        flush_corks(srv, 0);
 }
 
-/* every cork, held or not (shutdown, and when no timer can be had) */
+/* The end of a turn: every connection written to in it (but presence held, above). */
+void
+conns_flush(struct server *srv)
+{
+    flush_corks(srv, 1);
+}
+
+/* every cork, held or not (shutdown) */
 void
 conns_flush_all(struct server *srv)
 {
-    while (srv->cork_head) {
-        struct conn *c = srv->cork_head;
-        srv->cork_head = c->cork_next;
-        c->cork_next = NULL;
-        c->corked = 0;
-        cork_flush(c);
-    }
+    flush_corks(srv, 0);
 }
 
 int
