@@ -40,6 +40,7 @@ struct conn {
     struct evbuffer_cb_entry *out_cb;   /* keeps queued up to date */
     struct evbuffer *cork;              /* written during this turn, not yet handed to TLS (conns_flush) */
     struct conn *cork_next;             /* srv->cork_head */
+    struct conn *hold_prev, *hold_next; /* srv->hold_head: presence held, oldest first */
     uint64_t cork_ms;                   /* the cork's first bytes were written then */
     SSL_CTX *starttls_ctx;
     size_t queued;                      /* bytes in the output buffer */
@@ -52,6 +53,7 @@ struct conn {
     unsigned tls_bev : 1, tls_up : 1, got_byte : 1, in_unauth : 1, closing : 1, shut : 1,
              peer_closed : 1, gone : 1, counted : 1, has_socket : 1, paused : 1, rate_paused : 1,
              starttls_pending : 1, in_close : 1, client : 1, connecting : 1, corked : 1,
+             held : 1,                  /* on srv->hold_head */
              cork_urgent : 1;           /* the cork holds more than presence: no holding it */
     char *sni;                          /* client TLS: the name asked for (and verified by the owner) */
     char peer[48];
@@ -436,10 +438,20 @@ cork_flush(struct conn *c)
  * for more: at 200 presences a second to a contact, five leave in one
  * record. Anything else written to that connection (a message, an answer)
  * sends it at the end of that turn with what waited, in order; a quiet
- * server holds nothing. */
-#define HOLD_MS     25
-#define HOLD_BUSY   128
-#define HOLD_BYTES  8192
+ * server holds nothing.
+ *
+ * Held corks wait in the order they began (srv->hold_head), and those that
+ * are due leave oldest first, for at most HOLD_FLUSH_US of a turn: a storm
+ * fills a thousand corks in one slice of fan-out, and sending them all in
+ * the turn they fall due would make that turn as long as the slice's work
+ * again, which every other session's stanzas wait behind. What the budget
+ * leaves waits for the next turn, which comes at once, and meanwhile takes
+ * more presence into the same record; a cork that reaches HOLD_BYTES leaves
+ * whatever the budget. */
+#define HOLD_MS         25
+#define HOLD_BUSY       128
+#define HOLD_BYTES      8192
+#define HOLD_FLUSH_US   2000
 
 static void
 hold_wake(evutil_socket_t fd, short what, void *arg)
@@ -449,45 +461,98 @@ hold_wake(evutil_socket_t fd, short what, void *arg)
     (void)arg;                          /* the loop turn ends; server_end_turn flushes what is due */
 }
 
+/* c's cork may wait: presence only, small, the connection open */
 static int
-cork_holds(const struct conn *c, uint64_t now)
+cork_lazy(const struct conn *c)
 {
-    return c->cork && !c->cork_urgent && !c->gone && !c->closing && now - c->cork_ms < HOLD_MS &&
-           evbuffer_get_length(c->cork) < HOLD_BYTES;
+    return c->cork && !c->cork_urgent && !c->gone && !c->closing && evbuffer_get_length(c->cork) < HOLD_BYTES;
 }
 
-/* Every cork on the list to TLS, but, with may_hold in a busy turn, those
- * held (above), which stay on the list; a timer ends the turn when the
- * first of them is due. */
+static void
+hold_append(struct server *srv, struct conn *c)
+{
+    c->held = 1;
+    c->hold_next = NULL;
+    c->hold_prev = srv->hold_tail;
+    if (srv->hold_tail)
+        srv->hold_tail->hold_next = c;
+    else
+        srv->hold_head = c;
+    srv->hold_tail = c;
+}
+
+static void
+hold_unlink(struct server *srv, struct conn *c)
+{
+    if (!c->held)
+        return;
+    if (c->hold_prev)
+        c->hold_prev->hold_next = c->hold_next;
+    else
+        srv->hold_head = c->hold_next;
+    if (c->hold_next)
+        c->hold_next->hold_prev = c->hold_prev;
+    else
+        srv->hold_tail = c->hold_prev;
+    c->hold_prev = c->hold_next = NULL;
+    c->held = 0;
+}
+
+static uint64_t
+mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* Every cork written to since the last flush goes to TLS, but, with may_hold
+ * in a busy turn, one of presence only joins the held ones (above). Then the
+ * held ones that are due (all of them when the server is no longer busy)
+ * leave, oldest first, within the turn's budget (none with !may_hold). A
+ * timer ends the turn when the next one is due. */
 static void
 flush_corks(struct server *srv, int may_hold)
 {
-    may_hold = may_hold && srv->cork_head &&
-               (srv->turn_lazy >= HOLD_BUSY || srv->last_turn_lazy >= HOLD_BUSY);
-    uint64_t now = may_hold ? pt_now_ms() : 0, due = UINT64_MAX;
-    struct conn *held = NULL;
+    int busy = srv->turn_lazy >= HOLD_BUSY || srv->last_turn_lazy >= HOLD_BUSY;
     while (srv->cork_head) {
         struct conn *c = srv->cork_head;
         srv->cork_head = c->cork_next;
-        if (may_hold && cork_holds(c, now)) {
-            c->cork_next = held;
-            held = c;
-            if (c->cork_ms + HOLD_MS < due)
-                due = c->cork_ms + HOLD_MS;
-            continue;
-        }
         c->cork_next = NULL;
         c->corked = 0;
+        if (may_hold && busy && cork_lazy(c)) {
+            if (!c->held)
+                hold_append(srv, c);
+            continue;
+        }
+        hold_unlink(srv, c);
         cork_flush(c);                  /* a dropped one holds no cork any more: nothing */
     }
-    srv->cork_head = held;
-    if (held == NULL)
+    if (srv->hold_head == NULL)
+        return;
+    uint64_t now = pt_now_ms(), t0 = may_hold ? mono_us() : 0;
+    int cut = 0;
+    while (srv->hold_head) {
+        struct conn *c = srv->hold_head;
+        if (may_hold && busy && now - c->cork_ms < HOLD_MS)
+            break;                      /* the oldest is not due: none is */
+        if (may_hold && srv->turn_hold_us + (mono_us() - t0) >= HOLD_FLUSH_US) {
+            cut = 1;
+            break;
+        }
+        hold_unlink(srv, c);
+        cork_flush(c);
+    }
+    if (may_hold)
+        srv->turn_hold_us += mono_us() - t0;
+    if (srv->hold_head == NULL)
         return;
     if (srv->hold_ev == NULL && (srv->hold_ev = evtimer_new(srv->base, hold_wake, srv)) == NULL) {
         flush_corks(srv, 0);            /* no timer: nothing may wait */
         return;
     }
-    uint64_t ms = due > now ? due - now : 0;
+    uint64_t due = srv->hold_head->cork_ms + HOLD_MS;
+    uint64_t ms = cut || due <= now ? 0 : due - now;
     struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000) };
     if (evtimer_add(srv->hold_ev, &tv) < 0)
         flush_corks(srv, 0);
@@ -500,7 +565,7 @@ conns_flush(struct server *srv)
     flush_corks(srv, 1);
 }
 
-/* every cork, held or not (shutdown) */
+/* every cork, held or not (shutdown, or no timer) */
 void
 conns_flush_all(struct server *srv)
 {
@@ -1121,6 +1186,8 @@ conns_reap(struct server *srv)
     while (srv->conn_reap) {
         struct conn *c = srv->conn_reap;
         srv->conn_reap = c->reap_next;
+        hold_unlink(srv, c);            /* held since an earlier turn */
+        cork_flush(c);                  /* gone: the cork is only freed */
         if (c->close_ev)
             event_free(c->close_ev);
         if (c->rate_ev)

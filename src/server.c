@@ -71,6 +71,7 @@ server_end_turn(struct server *srv)
     srv->turn_inputs = 0;               /* conn.c's bound on the length of a turn */
     srv->last_turn_lazy = srv->turn_lazy;   /* conn.c: is the server busy with presence */
     srv->turn_lazy = 0;
+    srv->turn_hold_us = 0;
 }
 
 /* ---- connections per address ------------------------------------------------------ */

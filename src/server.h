@@ -91,7 +91,9 @@ struct server {
     size_t max_unauth;                    /* limits.unauthenticated_connections, or derived from max_sockets */
     size_t out_queued;                    /* bytes queued to every client, not yet written */
     struct conn *cork_head;               /* written during this turn, to hand to TLS at its end (conn.c) */
+    struct conn *hold_head, *hold_tail;   /* presence held in busy turns, oldest first (conn.c) */
     struct event *hold_ev;                /* ends the turn when a held cork is due (conn.c) */
+    uint64_t turn_hold_us;                /* this turn's time spent sending held presence */
     size_t turn_lazy, last_turn_lazy;     /* presence written to TLS corks in this turn, the one before */
     unsigned write_lazy : 1;              /* the write in progress is presence: it may wait (session_write) */
     unsigned turn_inputs;                 /* input callbacks in this loop turn */

@@ -641,6 +641,42 @@ t_roster_held_presence(void)
             CHECK(next_presence(&c, "ra@localhost/a", "available", NULL), "c: the burst");
     }
     CHECK(expect_none(&b, "b", (struct want){ "presence", NULL, "ra@localhost/a", NULL, NULL, NULL }), "more presence");
+    {
+        /* a connection that goes while presence to it is held: the burst to c
+         * makes the turn busy, d's one presence is held, the ping's answer
+         * comes at the end of that turn, and d closes well within the hold;
+         * the server frees it, held or not, and the others go on */
+        struct raw d;
+        CHECK(raw_login(&d, s.port_starttls, NULL, "rc", "localhost", "pw-rc", "d"), "login d");
+        int sent = raw_send(&d, "<presence/>", 11) == 0 && raw_wait(&d, "from='rc@localhost/d'", 5000);
+        static const char to_c[] = "<presence to='rc@localhost/c'/>";
+        static const char tail[] = "<presence to='rc@localhost/d'/>"
+                                   "<iq type='get' id='held-ping'><ping xmlns='urn:xmpp:ping'/></iq>";
+        size_t n = 200;
+        burst = sent ? malloc(n * (sizeof to_c - 1) + sizeof tail) : NULL;
+        if (burst) {
+            char *w = burst;
+            for (size_t i = 0; i < n; i++, w += sizeof to_c - 1)
+                memcpy(w, to_c, sizeof to_c - 1);
+            memcpy(w, tail, sizeof tail);
+            sent = sc_send_raw(&a, burst) == 0;
+            xmpp_stanza_t *pong = sent ? sc_wait_id(&a, "held-ping", 5000) : NULL;
+            sent = pong != NULL;
+            if (pong)
+                xmpp_stanza_release(pong);
+        }
+        raw_close(&d);
+        CHECK(burst != NULL && sent, "d: echo, burst and ping");
+        for (size_t i = 0; i < n; i++)
+            CHECK(next_presence(&c, "ra@localhost/a", "available", NULL), "c: the burst");
+        CHECK(sc_send_raw(&a, "<message to='rb@localhost/b' type='chat'><body>after d</body></message>") == 0 &&
+                  sc_send_raw(&a, "<presence to='rc@localhost/c'><show>dnd</show></presence>") == 0,
+              "send");
+        xmpp_stanza_t *msg = sc_wait(&b, pred_body, "after d", 5000);
+        CHECK(msg != NULL, "b: no message after d went");
+        xmpp_stanza_release(msg);
+        CHECK(next_presence(&c, "ra@localhost/a", "available", "dnd"), "c: presence after d went");
+    }
     ok = 1;
 out:
     free(burst);
@@ -1095,7 +1131,7 @@ const struct test t_roster_tests[] = {
       t_roster_fanout_order_and_removal, 1 },
     { "roster: a resource coming online behind a contact's broadcast gets the contact's presence once, from its arrival",
       t_roster_arrival_not_repeated, 1 },
-    { "roster: presence held in a busy turn arrives by the hold timer, and before a message that follows it",
+    { "roster: presence held in a busy turn arrives by the hold timer, before a message that follows it; a connection that goes while held",
       t_roster_held_presence, 1 },
     { "roster: request kept for an offline user, pre-approval, removal, directed presence", 
       t_roster_pending_preapproval_removal, 1 },
