@@ -457,14 +457,6 @@ find_id(struct pt_mod *m, struct pt_session *s, void *arg)
     return 1;
 }
 
-static uint64_t
-now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
 static void
 job_free(struct job *j)
 {
@@ -612,7 +604,7 @@ static void
 jobs_work(struct pt_mod *m, uint64_t budget)
 {
     struct roster_state *S = ST(m);
-    uint64_t start = now_us();
+    uint64_t start = pt_now_us();
     uint64_t arrivals_until = budget == UINT64_MAX ? UINT64_MAX : budget / 100 * ARRIVAL_PCT;
     for (struct job *prev = NULL, *j = S->jobs_head; j;) {
         struct job *next = j->next;
@@ -626,7 +618,7 @@ jobs_work(struct pt_mod *m, uint64_t budget)
             job_done(S, prev, j);
             j = next;
         }
-        if (now_us() - start >= arrivals_until)
+        if (pt_now_us() - start >= arrivals_until)
             break;
     }
     while (S->jobs_head) {
@@ -636,13 +628,13 @@ jobs_work(struct pt_mod *m, uint64_t budget)
             if (!job_blocked(S->jobs_head, j) && job_chunk(m, j, SLICE_CHUNK)) {
                 job_done(S, prev, j);
                 j = next;
-                if (now_us() - start >= budget)
+                if (pt_now_us() - start >= budget)
                     return;
                 continue;
             }
             prev = j;
             j = next;
-            if (now_us() - start >= budget)
+            if (pt_now_us() - start >= budget)
                 return;
         }
     }

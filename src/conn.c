@@ -498,14 +498,6 @@ hold_unlink(struct server *srv, struct conn *c)
     c->held = 0;
 }
 
-static uint64_t
-mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
 /* Every cork written to since the last flush goes to TLS, but, with may_hold
  * in a busy turn, one of presence only joins the held ones (above). Then the
  * held ones that are due (all of them when the server is no longer busy)
@@ -530,13 +522,13 @@ flush_corks(struct server *srv, int may_hold)
     }
     if (srv->hold_head == NULL)
         return;
-    uint64_t now = pt_now_ms(), t0 = may_hold ? mono_us() : 0;
+    uint64_t now = pt_now_ms(), t0 = may_hold ? pt_now_us() : 0;
     int cut = 0;
     while (srv->hold_head) {
         struct conn *c = srv->hold_head;
         if (may_hold && busy && now - c->cork_ms < HOLD_MS)
             break;                      /* the oldest is not due: none is */
-        if (may_hold && srv->turn_hold_us + (mono_us() - t0) >= HOLD_FLUSH_US) {
+        if (may_hold && srv->turn_hold_us + (pt_now_us() - t0) >= HOLD_FLUSH_US) {
             cut = 1;
             break;
         }
@@ -544,7 +536,7 @@ flush_corks(struct server *srv, int may_hold)
         cork_flush(c);
     }
     if (may_hold)
-        srv->turn_hold_us += mono_us() - t0;
+        srv->turn_hold_us += pt_now_us() - t0;
     if (srv->hold_head == NULL)
         return;
     if (srv->hold_ev == NULL && (srv->hold_ev = evtimer_new(srv->base, hold_wake, srv)) == NULL) {

@@ -147,6 +147,7 @@ void pt_log(const struct pt_mod *m, int level, const char *fmt, ...) __attribute
 #define PT_LOG_INFO 2
 #define PT_LOG_DEBUG 3
 uint64_t pt_now_ms(void);                /* monotonic milliseconds */
+uint64_t pt_now_us(void);                /* monotonic microseconds (time budgets of sliced work) */
 
 /* ---- stanzas ------------------------------------------------------------------- */
 const char *pt_stanza_name(const struct pt_stanza *st);     /* "message", "presence", "iq" */

@@ -72,6 +72,7 @@ server_end_turn(struct server *srv)
     srv->last_turn_lazy = srv->turn_lazy;   /* conn.c: is the server busy with presence */
     srv->turn_lazy = 0;
     srv->turn_hold_us = 0;
+    srv->turn_auth_us = 0;
 }
 
 /* ---- connections per address ------------------------------------------------------ */

@@ -187,6 +187,8 @@ streams_reap(struct server *srv)
         free(st->pending);
         if (st->delay_ev)
             event_free(st->delay_ev);
+        if (st->auth_queued)
+            srv->auth_queued--;
         if (st->ext && st->ext->mech->end)
             st->ext->mech->end(st->ext->mod, NULL, st->ext_state);
         sasl_free(&st->sasl);
@@ -776,13 +778,47 @@ handle_sasl(struct stream *st, struct xml_node *el)
     stream_close(st, "unsupported-stanza-type");
 }
 
-/* Throttled addresses: the next <auth/> waits its turn (server_auth_slot). */
+/* SASL is paid in the loop, and PLAIN checks the password with PBKDF2 (some
+ * milliseconds at the default 4 096 iterations): twenty clients logging in
+ * at once would hold every other session's stanzas for the sum. So a turn
+ * runs <auth/> elements only while its SASL work so far is under
+ * AUTH_TURN_US; one beyond waits for the next turn (at least one runs per
+ * turn), and the logins of a burst are spread over turns. A newcomer queues
+ * behind those already waiting (a flood of logins cannot starve them). */
+#define AUTH_TURN_US 2000
+
+static void
+handle_sasl_timed(struct stream *st, struct xml_node *el)
+{
+    struct server *srv = st->srv;
+    uint64_t t0 = pt_now_us();
+    handle_sasl(st, el);
+    srv->turn_auth_us += pt_now_us() - t0;
+}
+
+static void
+delay_for(struct stream *st, uint64_t ms)
+{
+    struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000) };
+    evtimer_add(st->delay_ev, &tv);
+}
+
+/* Throttled addresses: the next <auth/> waits its turn (server_auth_slot);
+ * and one that waits for a turn with SASL time left (AUTH_TURN_US). */
 static void
 delay_done(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     struct stream *st = arg;
+    if (st->auth_queued) {
+        if (st->srv->turn_auth_us >= AUTH_TURN_US) {
+            delay_for(st, 0);           /* others came first in this turn: the next one */
+            return;
+        }
+        st->auth_queued = 0;
+        st->srv->auth_queued--;
+    }
     st->paused = 0;
     st->throttle_served = 1;            /* the held step has waited its turn */
     unsigned n = st->npending;
@@ -819,6 +855,7 @@ maybe_delay(struct stream *st, struct xml_node *el)
         return 0;
     }
     uint64_t ms;
+    int busy = st->srv->turn_auth_us >= AUTH_TURN_US || st->srv->auth_queued > 0;
     if (server_auth_slot(st->srv, peer(st), &ms) < 0) {
         log_info("%s %s: throttled after failed logins, too many attempts waiting: refused", st->kind->name,
                  peer(st));
@@ -826,20 +863,24 @@ maybe_delay(struct stream *st, struct xml_node *el)
         sasl_refused(st, "temporary-auth-failure");
         return 1;
     }
-    if (ms == 0)
+    if (ms == 0 && !busy)
         return 0;
     if (st->pending == NULL && (st->pending = calloc(MAX_QUEUED, sizeof *st->pending)) == NULL)
         return 0;
     if (st->delay_ev == NULL && (st->delay_ev = evtimer_new(st->srv->base, delay_done, st)) == NULL)
         return 0;
-    log_info("%s %s: throttled after failed logins, answering in %llu ms", st->kind->name, peer(st),
-             (unsigned long long)ms);
+    if (ms > 0)
+        log_info("%s %s: throttled after failed logins, answering in %llu ms", st->kind->name, peer(st),
+                 (unsigned long long)ms);
+    else {
+        st->auth_queued = 1;            /* a SASL-busy turn: waits for one with time left */
+        st->srv->auth_queued++;
+    }
     st->paused = 1;
     conn_held(st->conn, ms);            /* waiting here does not count against the handshake deadline */
     st->pending[st->npending++] = el;
     conn_pause(st->conn);
-    struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000) };
-    evtimer_add(st->delay_ev, &tv);
+    delay_for(st, ms);
     return 1;
 }
 
@@ -893,7 +934,7 @@ process_element(struct stream *st, struct xml_node *el)
         if (el->ns && strcmp(el->ns, NS_SASL) == 0) {
             if (xml_is(el, NS_SASL, "auth") && maybe_delay(st, el))
                 return;
-            handle_sasl(st, el);
+            handle_sasl_timed(st, el);
         } else if (content && strcmp(el->name, "iq") == 0 && xml_first_child(el) &&
                    element_hook(st, "preauth-iq", el, xml_first_child(el))) {
             /* in-band registration and friends answered it */

@@ -65,7 +65,7 @@ struct stream {
     uint64_t bound_ms;                  /* when the peer was bound */
     uint64_t input_ms;                  /* the last input (on_conn_input: the parser) */
     unsigned authed : 1, header_sent : 1, paused : 1, throttle_served : 1, tls_restart : 1, dead : 1,
-             bound : 1;
+             bound : 1, auth_queued : 1;  /* auth_queued: waits for a turn with SASL time left */
 };
 
 /* A stream of kind k on a new connection (its owner from now on). NULL: the

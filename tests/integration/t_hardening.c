@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 
 #include <openssl/bio.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/ssl.h>
 
 #define HDR "<?xml version='1.0'?><stream:stream xmlns='jabber:client' " \
@@ -348,6 +350,86 @@ out:
     return stop_server(&s, started, ok);
 }
 
+/* ---- the throttle, again: a burst of logins is spread over loop turns ----------------------------------- */
+
+/* PLAIN checks the password with PBKDF2 in the loop. With costly hashes
+ * (50 000 iterations here: tens of milliseconds each), N logins at once would
+ * hold every other session's stanzas until all N were checked. They are
+ * checked a turn at a time instead: a message sent in the same instant goes
+ * out after the first one or two, and all of them still get in. */
+static int
+t_login_burst_spread(void)
+{
+    struct srv s;
+    enum { N = 8 };
+    struct raw p[N], a, b;
+    int ok = 0, started = 0, have_a = 0, have_b = 0, stopped = 0;
+    memset(p, 0, sizeof p);
+    for (int i = 0; i < N; i++)
+        p[i].fd = -1;
+    char users[1024] = "ba@localhost pw-ba\nbb@localhost pw-bb\n";
+    for (int i = 0; i < N; i++) {
+        size_t l = strlen(users);
+        snprintf(users + l, sizeof users - l, "bu%d@localhost pw-bu%d\n", i, i);
+    }
+    CHECK(srv_start_body(&s, users,
+                         "scram_iterations = 50000\n"
+                         "host \"localhost\" { modules = { \"disco\" } }\n") == 0, "server: -");
+    started = 1;
+    CHECK(raw_login(&a, s.port_starttls, NULL, "ba", "localhost", "pw-ba", "a"), "login ba");
+    have_a = 1;
+    CHECK(raw_login(&b, s.port_starttls, NULL, "bb", "localhost", "pw-bb", "b"), "login bb");
+    have_b = 1;
+    for (int i = 0; i < N; i++)
+        CHECK(raw_connect_tls(&p[i], s.port_starttls, 0, NULL, "localhost"), "connection %d", i);
+    /* everything arrives while the server is stopped: one loop turn reads it all */
+    CHECK(kill(s.pid, SIGSTOP) == 0, "SIGSTOP: %s", strerror(errno));
+    stopped = 1;
+    for (int i = 0; i < N; i++) {
+        char msg[64], b64[128], user[16], pass[16];
+        snprintf(user, sizeof user, "bu%d", i);
+        snprintf(pass, sizeof pass, "pw-bu%d", i);
+        size_t ul = strlen(user), pl = strlen(pass);
+        msg[0] = '\0';
+        memcpy(msg + 1, user, ul);
+        msg[1 + ul] = '\0';
+        memcpy(msg + 2 + ul, pass, pl);
+        EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)msg, (int)(ul + pl + 2));
+        CHECK(raw_sendf(&p[i], "<auth xmlns='" NS_SASL "' mechanism='PLAIN'>%s</auth>", b64) == 0, "auth %d", i);
+    }
+    CHECK(raw_sendf(&a, "<message to='bb@localhost/b' type='chat' id='burst'><body>during the logins</body></message>") == 0,
+          "message");
+    msleep(50);                         /* the kernel has it all */
+    CHECK(kill(s.pid, SIGCONT) == 0, "SIGCONT: %s", strerror(errno));
+    stopped = 0;
+    CHECK(raw_wait(&b, "during the logins", 10000), "the message sent with the logins did not arrive: %s",
+          raw_tail(&b, 200));
+    msleep(5);
+    int early = 0;
+    for (int i = 0; i < N; i++) {
+        raw_poll(&p[i], 0);
+        early += raw_seen(&p[i], "<success") != 0;
+    }
+    /* each check takes tens of ms: a turn that ran them all would have sent
+     * all N successes with the message */
+    CHECK(early <= 2, "%d of %d logins were checked before a message sent with them was delivered", early, N);
+    for (int i = 0; i < N; i++)
+        CHECK(raw_wait(&p[i], "<success", 10000), "login %d of %d never answered: %s", i, N, raw_tail(&p[i], 200));
+    CHECK(raw_restart(&p[N - 1]) && raw_bind(&p[N - 1], "last"), "the last login does not bind: %s",
+          raw_tail(&p[N - 1], 200));
+    ok = 1;
+out:
+    if (stopped)
+        kill(s.pid, SIGCONT);
+    for (int i = 0; i < N; i++)
+        raw_close(&p[i]);
+    if (have_a)
+        raw_close(&a);
+    if (have_b)
+        raw_close(&b);
+    return stop_server(&s, started, ok);
+}
+
 /* ---- 6. output budgets ------------------------------------------------------------------------------ */
 
 static int
@@ -643,5 +725,6 @@ const struct test t_hardening_tests[] = {
     { "hardening/account-output-budget", t_account_output_budget, 1 },
     { "hardening/tls-close-notify", t_tls_close_notify, 1 },
     { "hardening/tls-records-in-one-read", t_tls_records_in_one_read, 0 },
+    { "hardening/login-burst-spread-over-turns", t_login_burst_spread, 1 },
     ITEST_END
 };
