@@ -77,6 +77,10 @@ struct rsess {
     uint64_t refilled_ms;
     struct held *held;          /* an update held back by the rate (the latest wins) */
     uint64_t arrival;           /* roster_state.arrivals when it came online */
+    uint64_t login_us;          /* its login (for the log): the roster request before its initial presence, */
+    uint64_t roster_us;         /* ... the time its result took, */
+    uint64_t initial_us;        /* ... and the initial presence */
+    size_t roster_items;
 };
 
 /* A presence update over the rate, broadcast when the session has a token
@@ -437,6 +441,7 @@ struct job {
     struct jid to;              /* JOB_ARRIVAL: its full JID */
     struct contacts c;
     size_t i;                   /* contacts done */
+    size_t answered;            /* JOB_ARRIVAL: presences sent to the new resource */
     char dom[256];              /* job_local: the last contact's domain ... */
     int dom_local;              /* ... is a user host here */
 };
@@ -466,13 +471,13 @@ job_free(struct job *j)
     free(j);
 }
 
-/* the arrival's resource is still there */
-static int
-job_alive(struct pt_mod *m, const struct job *j)
+/* the arrival's resource, if it is still there */
+static struct pt_session *
+job_session(struct pt_mod *m, const struct job *j)
 {
     struct find_id f = { j->sid, NULL };
     pt_user_sessions(m, j->to.bare, find_id, &f);
-    return f.s != NULL;
+    return f.s;
 }
 
 /* A broadcast's recipients among a contact's resources: the available
@@ -546,6 +551,7 @@ job_step(struct pt_mod *m, struct job *j, const char *contact)
         /* a contact of this server: its resources' presence, read from them */
         struct probe_ctx p = { &j->to, 0 };
         pt_user_sessions(m, contact, presence_of, &p);
+        j->answered += (size_t)p.sent;
         return;
     }
     struct pt_stanza *pr = pt_stanza_new("presence", "probe", NULL, j->to.bare, contact);
@@ -581,16 +587,45 @@ job_done(struct roster_state *S, struct job *prev, struct job *j)
     job_free(j);
 }
 
+/* The arrival job of s is done: its login is answered. The server's time
+ * for it: the roster result (if the roster came first) and the initial
+ * presence to the last contact's presence handed to the connection; not
+ * counted: the wait for the loop to read each request, what the connection
+ * has yet to write, and the client's time between the two requests. */
+static void
+login_done(struct pt_mod *m, struct pt_session *s, const struct job *j)
+{
+    struct rsess *d = SS(m, s);
+    if (d == NULL || d->initial_us == 0)
+        return;
+    uint64_t presence = pt_now_us() - d->initial_us;
+    uint64_t gap = d->login_us && d->initial_us > d->login_us ? d->initial_us - d->login_us : 0;
+    pt_log(m, PT_LOG_DEBUG,
+           "%s: login answered in %.1f ms at the server (roster of %zu items %.1f ms, %zu contacts' "
+           "presence %.1f ms; the initial presence came %.1f ms after the roster request)",
+           pt_session_jid(s)->full, (double)(d->roster_us + presence) / 1000.0, d->roster_items,
+           (double)d->roster_us / 1000.0, j->answered, (double)presence / 1000.0, (double)gap / 1000.0);
+    d->login_us = d->initial_us = d->roster_us = 0;
+    d->roster_items = 0;
+}
+
 /* contacts of j, at most n of them; 1 when j is done */
 static int
 job_chunk(struct pt_mod *m, struct job *j, size_t n)
 {
-    if (j->kind == JOB_ARRIVAL && !job_alive(m, j))
+    struct pt_session *s = NULL;
+    if (j->kind == JOB_ARRIVAL && (s = job_session(m, j)) == NULL)
         j->i = j->c.n;                  /* gone meanwhile: nobody to tell */
     size_t end = j->c.n - j->i > n ? j->i + n : j->c.n;
     while (j->i < end)
         job_step(m, j, contact_at(&j->c, j->i++));
-    return j->i == j->c.n;
+    if (j->i < j->c.n)
+        return 0;
+    if (s) {
+        pt_session_flush(s);            /* the last of its login's presence: not held back */
+        login_done(m, s, j);
+    }
+    return 1;
 }
 
 /* The jobs for about budget microseconds. First the arrivals: a resource
@@ -720,6 +755,8 @@ broadcast(struct pt_mod *m, struct pt_session *s, struct pt_stanza *pres, struct
     struct pt_stanza *b = pt_stanza_ref(pres);
     struct own o = { &b, skip };
     pt_user_sessions(m, me->bare, own_one, &o);
+    if (skip != s)
+        pt_session_flush(s);    /* the echo its client waits for: not held back */
     struct rsess *d = SS(m, s);
     if (directed && d) {
         for (size_t i = 0; i < d->ndirected; i++) {
@@ -758,6 +795,7 @@ static void
 initial(struct pt_mod *m, struct pt_session *s)
 {
     const struct jid *me = pt_session_jid(s);
+    uint64_t t0 = pt_now_us();
     struct others o = { s, me };
     pt_user_sessions(m, me->bare, other_presence, &o);
     struct pending_ctx pc = { m, s };
@@ -774,7 +812,12 @@ initial(struct pt_mod *m, struct pt_session *s)
     int rc = rstore_walk(m, &ST(m)->rs, me->bare, collect, &j->c);
     if (rc < 0)
         pt_log(m, PT_LOG_WARNING, "%s: cannot read the roster for probes: %s", me->full, pt_strerror(rc));
+    struct rsess *d = SS(m, s);
+    if (d)
+        d->initial_us = t0;             /* for login_done */
     if (j->c.n == 0) {
+        if (d)
+            d->login_us = d->initial_us = 0;
         job_free(j);
         return;
     }
@@ -902,6 +945,7 @@ own_request(struct pt_session *s, struct pt_stanza *iq)
 struct build {
     struct xml_node *q;
     int failed;
+    size_t items;
 };
 
 static int
@@ -914,6 +958,7 @@ add_item(void *arg, const char *contact, unsigned flags, const struct pt_val *va
         return 0;
     if (item_xml(b->q, contact, &it, 0) == NULL)
         b->failed = 1;
+    b->items++;
     ritem_free(&it);
     return 0;
 }
@@ -928,9 +973,12 @@ roster_get(struct pt_mod *m, struct pt_session *s, struct pt_stanza *iq)
     const char *owner = pt_stanza_to(iq)->bare;
     struct rsess *d = SS(m, s);
     const char *cver = xml_attr(pt_stanza_payload(iq), "ver");
+    uint64_t t0 = pt_now_us();
     if (d) {
         d->interested = 1;
         d->versioning = cver != NULL;
+        if (!d->announced && d->login_us == 0)
+            d->login_us = t0;           /* a login: the roster, then the initial presence */
     }
     uint64_t ver;
     size_t count;
@@ -946,7 +994,7 @@ roster_get(struct pt_mod *m, struct pt_session *s, struct pt_stanza *iq)
         return PT_HANDLED;
     }
     struct arena *a = arena_new(4096);
-    struct build b = { a ? xml_new(a, NS_ROSTER, "query") : NULL, 0 };
+    struct build b = { a ? xml_new(a, NS_ROSTER, "query") : NULL, 0, 0 };
     if (b.q && cver)
         xml_set_attr(b.q, "ver", vs);
     int rc = b.q ? rstore_walk(m, &ST(m)->rs, owner, add_item, &b) : PT_ENOMEM;
@@ -955,6 +1003,10 @@ roster_get(struct pt_mod *m, struct pt_session *s, struct pt_stanza *iq)
     else
         pt_reply_result(m, iq, b.q);
     arena_free(&a);
+    if (d && !d->announced) {
+        d->roster_us = pt_now_us() - t0;
+        d->roster_items = b.items;
+    }
     return PT_HANDLED;
 }
 

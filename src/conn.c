@@ -550,6 +550,22 @@ flush_corks(struct server *srv, int may_hold)
         flush_corks(srv, 0);
 }
 
+/* What c's cork holds leaves at the end of this turn, presence or not: the
+ * last of what a client waits for (a login's contacts' presence, its own
+ * presence's echo) is not held back for more. */
+void
+conn_send_soon(struct conn *c)
+{
+    if (c->cork == NULL || evbuffer_get_length(c->cork) == 0)
+        return;
+    c->cork_urgent = 1;
+    if (!c->corked) {                   /* held since an earlier turn: back on this turn's list */
+        c->corked = 1;
+        c->cork_next = c->srv->cork_head;
+        c->srv->cork_head = c;
+    }
+}
+
 /* The end of a turn: every connection written to in it (but presence held, above). */
 void
 conns_flush(struct server *srv)

@@ -95,6 +95,7 @@ int  conn_tls(const struct conn *c);                /* TLS now, or coming up */
 SSL *conn_ssl(struct conn *c);                      /* once TLS is up; else NULL */
 const char *conn_peer(const struct conn *c);        /* the peer's address, for logs */
 size_t conn_queued(const struct conn *c);           /* output bytes not yet written */
+void   conn_send_soon(struct conn *c);                /* the cork leaves at the end of this turn, held presence too */
 
 /* Before binding: deadlines (first byte, TLS handshake, handshake_timeout
  * from connecting) and the cap on such connections. The owner says when its

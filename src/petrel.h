@@ -221,6 +221,11 @@ uint64_t pt_session_id(const struct pt_session *s);          /* unique across pr
 /* Bytes queued to the session's connection and not yet written (back-pressure
  * in fan-out: a publish to many subscribers skips or delays the slow ones). */
 size_t pt_session_queued(const struct pt_session *s);
+/* What was written to the session so far leaves at the end of this turn: in
+ * a busy turn the core holds presence back for a few ms to pack more into one
+ * TLS record; call this after the last of something a client waits for (its
+ * contacts' presence at login, the echo of its own presence). */
+void pt_session_flush(struct pt_session *s);
 int  pt_session_tls(const struct pt_session *s);             /* its connection is (becoming) TLS */
 
 /* ---- sessions apart from connections ----------------------------------------------

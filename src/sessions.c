@@ -369,6 +369,12 @@ int pt_session_write(struct pt_session *s, struct pt_stanza *st) { return sessio
 uint64_t pt_session_id(const struct pt_session *s) { return s->id; }
 const struct pt_stanza *pt_session_presence(const struct pt_session *s) { return s->available ? s->presence : NULL; }
 size_t pt_session_queued(const struct pt_session *s) { return s->conn ? conn_queued(s->conn) : 0; }
+void
+pt_session_flush(struct pt_session *s)
+{
+    if (s->conn)
+        conn_send_soon(s->conn);
+}
 int pt_session_hibernating(const struct pt_session *s) { return s->hibernating; }
 
 int

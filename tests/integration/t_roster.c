@@ -693,6 +693,66 @@ out:
     return ok;
 }
 
+/* The echo of a client's own presence is not held back in a busy turn
+ * (mod_roster: pt_session_flush): a's change of show comes behind a burst of
+ * 200 directed presences to c, which makes the turn busy; the echo leaves
+ * with c's burst at the end of that turn, so once c has the burst, the
+ * server can be stopped and the echo is there all the same. Held, it would
+ * wait 25 ms for the hold timer, which a stopped server never runs. Raw
+ * clients: each read and write at once, well within those 25 ms. */
+static int
+t_roster_echo_not_held(void)
+{
+    struct srv s;
+    struct raw a, c;
+    int ok = 0, started = 0, la = 0, lc = 0, stopped = 0;
+    char *burst = NULL;
+    CHECK(srv_start_body(&s, RO_USERS, RO_BODY) == 0, "server: -");
+    started = 1;
+    CHECK(raw_login(&a, s.port_starttls, NULL, "ra", "localhost", "pw-ra", "a"), "login a");
+    la = 1;
+    CHECK(raw_login(&c, s.port_starttls, NULL, "rc", "localhost", "pw-rc", "c"), "login c");
+    lc = 1;
+    CHECK(raw_send(&a, "<presence/>", 11) == 0 && raw_wait(&a, "from='ra@localhost/a'", 5000), "echo a");
+    CHECK(raw_send(&c, "<presence/>", 11) == 0 && raw_wait(&c, "from='rc@localhost/c'", 5000), "echo c");
+    static const char to_c[] = "<presence to='rc@localhost/c'/>";
+    static const char tail[] = "<presence to='rc@localhost/c'><status>last</status></presence>"
+                               "<presence><show>away</show></presence>";
+    size_t n = 200;
+    burst = malloc(n * (sizeof to_c - 1) + sizeof tail);
+    CHECK(burst != NULL, "malloc");
+    char *w = burst;
+    for (size_t i = 0; i < n; i++, w += sizeof to_c - 1)
+        memcpy(w, to_c, sizeof to_c - 1);
+    memcpy(w, tail, sizeof tail);
+    CHECK(raw_send(&a, burst, strlen(burst)) == 0, "send");
+    CHECK(raw_wait(&c, "<status>last</status>", 5000), "c: the burst");
+    CHECK(kill(s.pid, SIGSTOP) == 0, "SIGSTOP");
+    stopped = 1;
+    CHECK(raw_wait(&a, "<show>away</show>", 1500),
+          "a: the echo of its away was held back behind the burst (not in the turn's output)");
+    CHECK(kill(s.pid, SIGCONT) == 0, "SIGCONT");
+    stopped = 0;
+    /* and the server goes on */
+    CHECK(raw_send(&a, "<iq type='get' id='after'><ping xmlns='urn:xmpp:ping'/></iq>", 60) == 0 &&
+              raw_wait(&a, "id='after'", 5000),
+          "a: ping after");
+    ok = 1;
+out:
+    free(burst);
+    if (stopped)
+        kill(s.pid, SIGCONT);
+    if (la)
+        raw_close(&a);
+    if (lc)
+        raw_close(&c);
+    if (started && srv_stop(&s) < 0) {
+        fail_reason("server: bad exit");
+        ok = 0;
+    }
+    return ok;
+}
+
 /* A request to an offline user is kept and delivered at its login; pre-approval;
  * removal cancels both ways; directed presence is followed by unavailable. */
 static int
@@ -1133,6 +1193,7 @@ const struct test t_roster_tests[] = {
       t_roster_arrival_not_repeated, 1 },
     { "roster: presence held in a busy turn arrives by the hold timer, before a message that follows it; a connection that goes while held",
       t_roster_held_presence, 1 },
+    { "roster: the echo of a client's own presence leaves in its turn, busy or not", t_roster_echo_not_held, 1 },
     { "roster: request kept for an offline user, pre-approval, removal, directed presence", 
       t_roster_pending_preapproval_removal, 1 },
     { "roster: subscription flood cut at the rate limit, deluser drops the roster", t_roster_flood_and_deletion, 1 },
