@@ -143,7 +143,7 @@ make_table() {
     [ ! -f "$1/meta.txt" ] || cat "$1/meta.txt"
     echo
     python3 - "$1" "$2" <<'PY'
-import bisect, glob, json, os, statistics, sys
+import bisect, datetime, glob, json, os, re, statistics, sys
 
 res, servers = sys.argv[1], sys.argv[2].split()
 runs = {}      # server -> list of (quiet result, {offered: step result}, notes)
@@ -214,6 +214,23 @@ for s in servers:
             for j in [quiet] + list(steps.values()):
                 if j and "t0_ns" in j:
                     apply_pairs(j, lat, logins)
+        # the server's time per login (petreld's log), by when it was answered
+        if os.path.exists(base + ".server-logins") and os.path.exists(base + ".clock"):
+            off = int(open(base + ".clock").read().split()[0])
+            srv = []
+            for line in open(base + ".server-logins"):
+                mm = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{3})Z .*login answered in ([0-9.]+) ms", line)
+                if not mm:
+                    continue
+                t = datetime.datetime.strptime(mm.group(1), "%Y-%m-%dT%H:%M:%S").replace(tzinfo=datetime.timezone.utc)
+                rt = int(t.timestamp()) * 1000000000 + int(mm.group(2)) * 1000000
+                srv.append((rt - off, int(float(mm.group(3)) * 1000)))
+            for j in [quiet] + list(steps.values()):
+                if j and "t0_ns" in j:
+                    v = sorted(l for t, l in srv if j["t0_ns"] <= t < j["t1_ns"])
+                    j["srv_login_n"] = len(v)
+                    j["srv_login_p50_ms"], j["srv_login_p99_ms"] = pct(v, .5), pct(v, .99)
+                    j["srv_login_max_ms"] = v[-1] / 1000.0 if v else 0.0
         runs.setdefault(s, []).append((quiet, steps, notes))
 
 def med(vals):
@@ -239,14 +256,15 @@ def quiet_cell(qs, keys, d):
     if keys == "logins":
         return f"{fmt(med([q['logins_done'] for q in qs]), 0)} / {fmt(med([q['logins_incomplete'] for q in qs]), 0)}"
     if keys[0] == "msg_login_n":
-        return f"{fmt(med([q[keys[0]] for q in qs]), 0)}, " + " / ".join(fmt(med([q[k] for q in qs]), d) for k in keys[1:])
-    return " / ".join(fmt(med([q[k] for q in qs]), d) for k in keys)
+        return f"{fmt(med([q[keys[0]] for q in qs]), 0)}, " + " / ".join(fmt(med([q.get(k) for q in qs]), d) for k in keys[1:])
+    return " / ".join(fmt(med([q.get(k) for q in qs]), d) for k in keys)
 
 rows = [
     ("logins answered / incomplete", "logins", 0),
     ("roster result, p50 / p99 / max, ms", ("login_roster_p50_ms", "login_roster_p99_ms", "login_roster_max_ms"), 1),
     ("contacts' presence after the initial presence, p50 / p99 / max, ms", ("login_probes_p50_ms", "login_probes_p99_ms", "login_probes_max_ms"), 1),
     ("login answered (roster + presence), p50 / p99 / max, ms", ("login_answer_p50_ms", "login_answer_p99_ms", "login_answer_max_ms"), 1),
+    ("... at the server (roster result + initial presence to the last contact's), p50 / p99 / max, ms", ("srv_login_p50_ms", "srv_login_p99_ms", "srv_login_max_ms"), 1),
     ("whole login from connect(), p50 / p99 / max, ms", ("login_full_p50_ms", "login_full_p99_ms", "login_full_max_ms"), 1),
     ("1:1 messages meanwhile, p50 / p99 / max, ms", ("msg_p50_ms", "msg_p99_ms", "msg_max_ms"), 2),
     ("... of them sent while a login was answered: count, p99 / max, ms", ("msg_login_n", "msg_login_p99_ms", "msg_login_max_ms"), 2),
@@ -272,8 +290,8 @@ for s in servers:
         continue
     offered = sorted({o for r in rs for o in r[1]})
     print(f"Storm, {s} (median of {len(rs)} runs; a step a run did not reach is left out of its median):\n")
-    print("| offered broadcasts/s | runs | broadcasts/s sent | deliveries/s | delivered in window | presence p50 / p99 / max, ms | server CPU | server us per delivery | generator CPU | logins (answered / incomplete) | login answered p50 / p99 / max, ms | 1:1 p99 / max, ms | 1:1 during a login: n, p99 / max, ms | other CPU | saturated |")
-    print("| ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- | --- | --- | --- | ---: | ---: |")
+    print("| offered broadcasts/s | runs | broadcasts/s sent | deliveries/s | delivered in window | presence p50 / p99 / max, ms | server CPU | server us per delivery | generator CPU | logins (answered / incomplete) | login answered p50 / p99 / max, ms | ... at the server | 1:1 p99 / max, ms | 1:1 during a login: n, p99 / max, ms | other CPU | saturated |")
+    print("| ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- | --- | --- | --- | --- | ---: | ---: |")
     for o in offered:
         st = [r[1][o] for r in rs if o in r[1]]
         m = lambda k: med([x.get(k) for x in st])
@@ -282,6 +300,7 @@ for s in servers:
               f"{fmt(m('lat_p50_ms'), 2)} / {fmt(m('lat_p99_ms'), 2)} / {fmt(m('lat_max_ms'), 2)} | {fmt(m('server_cpu_pct'), 0)} % | "
               f"{fmt(m('server_us_per_delivery'), 2)} | {fmt(m('loadgen_cpu_pct'), 0)} % | {fmt(m('logins_done'), 0)} / {fmt(m('logins_incomplete'), 0)} | "
               f"{fmt(m('login_answer_p50_ms'))} / {fmt(m('login_answer_p99_ms'))} / {fmt(m('login_answer_max_ms'))} | "
+              f"{fmt(m('srv_login_p50_ms'))} / {fmt(m('srv_login_p99_ms'))} / {fmt(m('srv_login_max_ms'))} | "
               f"{fmt(m('msg_p99_ms'), 2)} / {fmt(m('msg_max_ms'), 2)} | {fmt(m('msg_login_n'), 0)}, {fmt(m('msg_login_p99_ms'), 2)} / {fmt(m('msg_login_max_ms'), 2)} | "
               f"{fmt(m('other_cpu_pct'), 0)} % | {sat}/{len(st)} |")
     # the sustained rate: the highest step no run found saturated, every step below it clean too
@@ -648,7 +667,9 @@ petrel_config() {   # petrel_config FOLDER
     cat > "$dir/petrel.conf" <<CFG
 # written by contrib/loadgen/presence.sh
 data_dir = "$dir/var"
-log_level = "warning"
+# debug: mod_roster's line per login, with its time at the server (a few
+# lines per login and connection, none per stanza)
+log_level = "debug"
 scram_iterations = $ITERATIONS
 listen "$HOST:$p_starttls" { type = "c2s" tls = "starttls" }
 listen "$HOST:$p_direct" { type = "c2s" tls = "direct" }
@@ -806,6 +827,14 @@ run_one() {     # run_one SERVER REP
     fi
     [ "$rc" = 0 ] || echo "{\"kind\":\"note\",\"label\":\"$s\",\"run\":$rep,\"text\":\"generator exit $rc\"}" >> "$out"
     server_stop
+    if [ "$s" = petreld ]; then
+        # the server's own time per login (mod_roster's debug line, stamped in
+        # UTC when the login was answered) and what turns those stamps into
+        # the generator's clock (CLOCK_MONOTONIC)
+        grep -F 'login answered in' "$PETREL_DIR/petreld.log" > "$RES/$s-run$rep.server-logins" || true
+        python3 -c 'import time; print(time.clock_gettime_ns(time.CLOCK_REALTIME) - time.clock_gettime_ns(time.CLOCK_MONOTONIC))' \
+            > "$RES/$s-run$rep.clock"
+    fi
 }
 
 START_DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ)
