@@ -945,6 +945,8 @@ own_request(struct pt_session *s, struct pt_stanza *iq)
 struct build {
     struct xml_node *q;
     int failed;
+    char *buf;                  /* the item's strings (ritem_view) */
+    size_t cap;
     size_t items;
 };
 
@@ -953,13 +955,24 @@ add_item(void *arg, const char *contact, unsigned flags, const struct pt_val *va
 {
     (void)flags;
     struct build *b = arg;
+    size_t need = RITEM_VIEW_BUF(val->len);
+    if (need > b->cap) {
+        char *nb = realloc(b->buf, need);
+        if (nb == NULL) {
+            b->failed = 1;
+            return 1;
+        }
+        b->buf = nb;
+        b->cap = need;
+    }
     struct ritem it;
-    if (ritem_decode(val, &it) < 0)
-        return 0;
-    if (item_xml(b->q, contact, &it, 0) == NULL)
+    if (ritem_view(val, &it, b->buf, b->cap) < 0)
+        return 0;                       /* a damaged item: left out */
+    if (item_xml(b->q, contact, &it, 0) == NULL) {
         b->failed = 1;
+        return 1;
+    }
     b->items++;
-    ritem_free(&it);
     return 0;
 }
 
@@ -993,16 +1006,18 @@ roster_get(struct pt_mod *m, struct pt_session *s, struct pt_stanza *iq)
         pt_reply_result(m, iq, NULL);
         return PT_HANDLED;
     }
-    struct arena *a = arena_new(4096);
-    struct build b = { a ? xml_new(a, NS_ROSTER, "query") : NULL, 0, 0 };
+    /* the items go straight into the result (a roster of 5 000 is built once, not copied) */
+    struct pt_stanza *r = pt_stanza_reply(iq, "result");
+    struct build b = { r ? xml_add(pt_stanza_xml(r), NS_ROSTER, "query") : NULL, 0, NULL, 0, 0 };
     if (b.q && cver)
         xml_set_attr(b.q, "ver", vs);
     int rc = b.q ? rstore_walk(m, &ST(m)->rs, owner, add_item, &b) : PT_ENOMEM;
+    free(b.buf);
     if (rc < 0 || b.failed)
         pt_reply_error(m, iq, "wait", "internal-server-error", NULL);
     else
-        pt_reply_result(m, iq, b.q);
-    arena_free(&a);
+        pt_send(m, r);
+    pt_stanza_unref(&r);
     if (d && !d->announced) {
         d->roster_us = pt_now_us() - t0;
         d->roster_items = b.items;

@@ -40,7 +40,7 @@ ritem_free(struct ritem *it)
 }
 
 static int
-get_text(const unsigned char **p, const unsigned char *end, char **out)
+get_text(const unsigned char **p, const unsigned char *end, char **out, char **buf)
 {
     if (end - *p < 2)
         return -1;
@@ -48,13 +48,21 @@ get_text(const unsigned char **p, const unsigned char *end, char **out)
     *p += 2;
     if ((size_t)(end - *p) < n)
         return -1;
-    *out = strndup((const char *)*p, n);
+    if (buf) {                          /* into the caller's buffer (ritem_view) */
+        memcpy(*buf, *p, n);
+        (*buf)[n] = '\0';
+        *out = *buf;
+        *buf += n + 1;
+    } else if ((*out = strndup((const char *)*p, n)) == NULL) {
+        return -1;
+    }
     *p += n;
-    return *out ? 0 : -1;
+    return 0;
 }
 
-int
-ritem_decode(const struct pt_val *v, struct ritem *it)
+/* buf NULL: every string its own allocation (ritem_free) */
+static int
+item_parse(const struct pt_val *v, struct ritem *it, char *buf)
 {
     memset(it, 0, sizeof *it);
     const unsigned char *p = v->data, *end = p + v->len;
@@ -62,26 +70,44 @@ ritem_decode(const struct pt_val *v, struct ritem *it)
         return PT_ESTORE;
     it->flags = p[1];
     p += 2;
-    char *name = NULL;
-    if (get_text(&p, end, &name) < 0)
+    char *name = NULL, **b = buf ? &buf : NULL;
+    if (get_text(&p, end, &name, b) < 0)
         goto bad;
     if (name[0])
         it->name = name;
-    else
+    else if (!buf)
         free(name);
     if (end - p < 2)
         goto bad;
     size_t ng = (size_t)(p[0] << 8 | p[1]);
     p += 2;
     for (size_t i = 0; i < ng && i < RI_MAX_GROUPS; i++) {
-        if (get_text(&p, end, &it->groups[i]) < 0)
+        if (get_text(&p, end, &it->groups[i], b) < 0)
             goto bad;
         it->ngroups++;
     }
     return 0;
 bad:
-    ritem_free(it);
+    if (!buf)
+        ritem_free(it);
+    memset(it, 0, sizeof *it);
     return PT_ESTORE;
+}
+
+int
+ritem_decode(const struct pt_val *v, struct ritem *it)
+{
+    return item_parse(v, it, NULL);
+}
+
+int
+ritem_view(const struct pt_val *v, struct ritem *it, char *buf, size_t cap)
+{
+    if (cap < RITEM_VIEW_BUF(v->len)) {
+        memset(it, 0, sizeof *it);
+        return PT_EINVAL;
+    }
+    return item_parse(v, it, buf);
 }
 
 static void

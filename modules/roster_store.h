@@ -46,6 +46,10 @@ typedef int (*rstore_fn)(void *arg, const char *contact, unsigned flags, const s
 int  rstore_walk(struct pt_mod *m, struct rstore *rs, const char *owner, rstore_fn fn, void *arg);
 /* decode an item's value (as rstore_walk gives it) */
 int  ritem_decode(const struct pt_val *v, struct ritem *it);
+/* ... with its strings in buf (no allocation, no ritem_free), which must hold
+ * RITEM_VIEW_BUF(v->len) bytes; PT_EINVAL when it does not */
+#define RITEM_VIEW_BUF(len) ((len) + RI_MAX_GROUPS + 1)
+int  ritem_view(const struct pt_val *v, struct ritem *it, char *buf, size_t cap);
 
 /* pending subscription requests (pending in) */
 int  rstore_pending_put(struct rstore *rs, const char *owner, const char *contact, const char *bytes, size_t len);

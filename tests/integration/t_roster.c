@@ -190,10 +190,15 @@ t_roster_items_pushes_versions(void)
     CHECK(ask(&a2, "g3", "<iq type='get' id='g3'><query xmlns='" NS_ROSTER "' ver=''/></iq>", NULL, &r), "-");
     xmpp_stanza_t *it = roster_item(r, "rb@localhost");
     CHECK(it && strcmp(attr(it, "name"), "Bee") == 0, "item missing or nameless: %s", stanza_str(r));
-    int groups = 0;
-    for (xmpp_stanza_t *g = xmpp_stanza_get_children(it); g; g = xmpp_stanza_get_next(g))
+    int groups = 0, named = 0;
+    for (xmpp_stanza_t *g = xmpp_stanza_get_children(it); g; g = xmpp_stanza_get_next(g)) {
+        char *t = xmpp_stanza_get_text(g);
+        named += t && (strcmp(t, "Friends") == 0 || strcmp(t, "Work") == 0);
+        if (t)
+            xmpp_free(sc_ctx(), t);
         groups++;
-    CHECK(groups == 2, "want 2 groups: %s", stanza_str(r));
+    }
+    CHECK(groups == 2 && named == 2, "want the groups Friends and Work: %s", stanza_str(r));
     q = xmpp_stanza_get_child_by_name_and_ns(r, "query", NS_ROSTER);
     char ver1[32];
     snprintf(ver1, sizeof ver1, "%s", attr(q, "ver"));
