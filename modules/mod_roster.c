@@ -233,60 +233,6 @@ save(struct pt_mod *m, const char *owner, const char *contact, const struct rite
 
 /* The contacts a fan-out goes to: one arena of NUL-terminated JIDs (a
  * 5 000-item roster is one allocation or a few, not 5 000). */
-struct contacts {
-    char *buf;
-    size_t len, cap;
-    size_t *off;                /* where each contact starts in buf */
-    size_t n, ocap;
-    unsigned want;              /* flags an item needs */
-};
-
-static int
-collect(void *arg, const char *contact, unsigned flags, const struct pt_val *val)
-{
-    (void)val;
-    struct contacts *c = arg;
-    if (!(flags & c->want))
-        return 0;
-    size_t l = strlen(contact) + 1;
-    if (c->n == c->ocap) {
-        size_t cap = c->ocap ? c->ocap * 2 : 64;
-        size_t *o = realloc(c->off, cap * sizeof *o);
-        if (o == NULL)
-            return PT_ENOMEM;
-        c->off = o;
-        c->ocap = cap;
-    }
-    if (c->len + l > c->cap) {
-        size_t cap = c->cap ? c->cap * 2 : 2048;
-        while (cap < c->len + l)
-            cap *= 2;
-        char *b = realloc(c->buf, cap);
-        if (b == NULL)
-            return PT_ENOMEM;
-        c->buf = b;
-        c->cap = cap;
-    }
-    memcpy(c->buf + c->len, contact, l);
-    c->off[c->n++] = c->len;
-    c->len += l;
-    return 0;
-}
-
-static const char *
-contact_at(const struct contacts *c, size_t i)
-{
-    return c->buf + c->off[i];
-}
-
-static void
-contacts_free(struct contacts *c)
-{
-    free(c->buf);
-    free(c->off);
-    memset(c, 0, sizeof *c);
-}
-
 struct own {
     struct pt_stanza **b;
     struct pt_session *skip;    /* NULL: none */
@@ -439,7 +385,10 @@ struct job {
     uint64_t arrivals;          /* JOB_BROADCAST: roster_state.arrivals when it was made */
     uint64_t sid;               /* JOB_ARRIVAL: the new resource (the job ends if it goes) */
     struct jid to;              /* JOB_ARRIVAL: its full JID */
-    struct contacts c;
+    struct rlist *c;            /* the recipients (shared: rstore_contacts) */
+    size_t n;                   /* how many */
+    char **forgot;              /* contacts taken out meanwhile (jobs_forget) */
+    size_t nforgot;
     size_t i;                   /* contacts done */
     size_t answered;            /* JOB_ARRIVAL: presences sent to the new resource */
     char dom[256];              /* job_local: the last contact's domain ... */
@@ -467,7 +416,10 @@ job_free(struct job *j)
 {
     pt_stanza_unref(&j->b);
     jid_clear(&j->to);
-    contacts_free(&j->c);
+    rlist_unref(&j->c);
+    for (size_t i = 0; i < j->nforgot; i++)
+        free(j->forgot[i]);
+    free(j->forgot);
     free(j);
 }
 
@@ -526,8 +478,9 @@ job_local(struct pt_mod *m, struct job *j, const char *contact)
 static void
 job_step(struct pt_mod *m, struct job *j, const char *contact)
 {
-    if (contact[0] == '\0')
-        return;                                 /* forgotten (jobs_forget) */
+    for (size_t f = 0; f < j->nforgot; f++)
+        if (strcmp(j->forgot[f], contact) == 0)
+            return;                             /* taken out meanwhile (jobs_forget) */
     if (j->kind == JOB_BROADCAST) {
         if (job_local(m, j, contact)) {
             /* a contact of this server with no available resource: the router
@@ -615,11 +568,11 @@ job_chunk(struct pt_mod *m, struct job *j, size_t n)
 {
     struct pt_session *s = NULL;
     if (j->kind == JOB_ARRIVAL && (s = job_session(m, j)) == NULL)
-        j->i = j->c.n;                  /* gone meanwhile: nobody to tell */
-    size_t end = j->c.n - j->i > n ? j->i + n : j->c.n;
+        j->i = j->n;                    /* gone meanwhile: nobody to tell */
+    size_t end = j->n - j->i > n ? j->i + n : j->n;
     while (j->i < end)
-        job_step(m, j, contact_at(&j->c, j->i++));
-    if (j->i < j->c.n)
+        job_step(m, j, rlist_at(j->c, j->i++));
+    if (j->i < j->n)
         return 0;
     if (s) {
         pt_session_flush(s);            /* the last of its login's presence: not held back */
@@ -725,14 +678,20 @@ jobs_forget(struct pt_mod *m, const char *owner, const char *contact)
     for (struct job *j = ST(m)->jobs_head; j; j = j->next) {
         if (j->kind != JOB_BROADCAST || strcmp(pt_stanza_from(j->b)->bare, owner) != 0)
             continue;
-        for (size_t i = j->i; i < j->c.n; i++)
-            if (strcmp(contact_at(&j->c, i), contact) == 0)
-                j->c.buf[j->c.off[i]] = '\0';
+        int ahead = 0;
+        for (size_t i = j->i; i < j->n && !ahead; i++)
+            ahead = strcmp(rlist_at(j->c, i), contact) == 0;
+        char **f = ahead ? realloc(j->forgot, (j->nforgot + 1) * sizeof *f) : NULL;
+        if (f == NULL)
+            continue;                   /* not ahead (or no memory: it gets this one more) */
+        j->forgot = f;
+        if ((f[j->nforgot] = strdup(contact)) != NULL)
+            j->nforgot++;
     }
 }
 
 static void
-jobs_fini(struct pt_mod *m)
+roster_fini(struct pt_mod *m)
 {
     struct roster_state *S = ST(m);
     while (S->jobs_head) {
@@ -742,6 +701,7 @@ jobs_fini(struct pt_mod *m)
     }
     S->jobs_tail = NULL;
     S->njobs = 0;
+    rstore_close(&S->rs);               /* the module goes: its contact lists too */
 }
 
 /* pres (from the session's full JID, no to) to the contacts that receive the
@@ -774,11 +734,12 @@ broadcast(struct pt_mod *m, struct pt_session *s, struct pt_stanza *pres, struct
     j->kind = JOB_BROADCAST;
     j->key = pt_session_id(s);
     j->arrivals = ST(m)->arrivals;
-    j->c.want = RI_FROM;
-    int rc = rstore_walk(m, &ST(m)->rs, me->bare, collect, &j->c);
-    if (rc < 0)
+    int rc = 0;
+    j->c = rstore_contacts(m, &ST(m)->rs, me->bare, RI_FROM, &rc);
+    if (j->c == NULL)
         pt_log(m, PT_LOG_WARNING, "%s: cannot read the roster for a broadcast: %s", me->full, pt_strerror(rc));
-    if (j->c.n == 0) {
+    j->n = j->c ? rlist_count(j->c) : 0;
+    if (j->n == 0) {
         job_free(j);
         pt_stanza_unref(&b);
         return;
@@ -808,14 +769,15 @@ initial(struct pt_mod *m, struct pt_session *s)
     }
     j->kind = JOB_ARRIVAL;
     j->sid = pt_session_id(s);
-    j->c.want = RI_TO;
-    int rc = rstore_walk(m, &ST(m)->rs, me->bare, collect, &j->c);
-    if (rc < 0)
+    int rc = 0;
+    j->c = rstore_contacts(m, &ST(m)->rs, me->bare, RI_TO, &rc);
+    if (j->c == NULL)
         pt_log(m, PT_LOG_WARNING, "%s: cannot read the roster for probes: %s", me->full, pt_strerror(rc));
+    j->n = j->c ? rlist_count(j->c) : 0;
     struct rsess *d = SS(m, s);
     if (d)
         d->initial_us = t0;             /* for login_done */
-    if (j->c.n == 0) {
+    if (j->n == 0) {
         if (d)
             d->login_us = d->initial_us = 0;
         job_free(j);
@@ -1705,5 +1667,5 @@ roster_init(struct pt_mod *m)
 static const char *const roster_features[] = { NS_LAST, NULL };
 
 const struct pt_module mod_roster = {
-    PT_MODULE_API, "roster", sizeof(struct roster_conf), roster_options, roster_features, roster_init, jobs_fini,
+    PT_MODULE_API, "roster", sizeof(struct roster_conf), roster_options, roster_features, roster_init, roster_fini,
 };

@@ -2,11 +2,37 @@
 #include "config.h"
 #include "roster_store.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define ITEM_V    1     /* item record version */
 #define META_V    1
+
+#define RCACHE_SLOTS 32       /* contact lists kept ... */
+#define RCACHE_MIN   256      /* ... of rosters with at least this many of them */
+
+struct rlist {
+    unsigned refs;
+    char *buf;                  /* the contacts, NUL after each */
+    size_t len, cap;
+    size_t *off;                /* where each starts in buf */
+    size_t n, ocap;
+};
+
+struct rslot {
+    char owner[PT_DB_KEY_MAX + 1];
+    unsigned want;
+    struct rlist *l;            /* NULL: a free slot */
+    uint64_t used;
+};
+
+struct rcache {
+    struct rslot slot[RCACHE_SLOTS];
+    uint64_t tick;
+};
+
+static void rcache_drop(struct rstore *rs, const char *owner);
 
 int
 rstore_open(struct pt_mod *m, struct rstore *rs)
@@ -14,7 +40,20 @@ rstore_open(struct pt_mod *m, struct rstore *rs)
     int rc = pt_db_open(m, "items", 1, NULL, &rs->items);
     if (rc == 0)
         rc = pt_db_open(m, "pending", 1, NULL, &rs->pending);
+    if (rc == 0 && (rs->cache = calloc(1, sizeof *rs->cache)) == NULL)
+        rc = PT_ENOMEM;
     return rc;
+}
+
+void
+rstore_close(struct rstore *rs)
+{
+    if (rs->cache == NULL)
+        return;
+    for (size_t i = 0; i < RCACHE_SLOTS; i++)
+        rlist_unref(&rs->cache->slot[i].l);
+    free(rs->cache);
+    rs->cache = NULL;
 }
 
 /* owner 0x00 contact (contact "" : the meta record); its length, or -1 if over the key limit */
@@ -204,6 +243,7 @@ rstore_put(struct rstore *rs, const char *owner, const char *contact, const stru
         put_text(&p, it->groups[i]);
     struct pt_val old;
     int exists = pt_db_get(rs->items, k, (size_t)kl, &old) == 0;
+    rcache_drop(rs, owner);             /* whatever comes of the write */
     int rc = pt_db_put(rs->items, k, (size_t)kl, v, len, 0);
     free(v);
     if (rc == 0)
@@ -218,6 +258,7 @@ rstore_del(struct rstore *rs, const char *owner, const char *contact, uint64_t *
     int kl = key_make(k, owner, contact);
     if (kl < 0 || contact[0] == '\0')
         return PT_EINVAL;
+    rcache_drop(rs, owner);
     int rc = pt_db_del(rs->items, k, (size_t)kl);
     if (rc == 0)
         rc = meta_bump(rs, owner, -1, ver);
@@ -314,8 +355,129 @@ rstore_drop(struct rstore *rs, const char *owner)
     int kl = key_make(k, owner, "");
     if (kl < 0)
         return PT_EINVAL;
+    rcache_drop(rs, owner);
     int rc = pt_db_del_prefix(rs->items, k, (size_t)kl, NULL);
     if (rc == 0)
         rc = pt_db_del_prefix(rs->pending, k, (size_t)kl, NULL);
     return rc;
+}
+
+/* ---- contact lists ------------------------------------------------------------------- */
+
+size_t rlist_count(const struct rlist *l) { return l->n; }
+const char *rlist_at(const struct rlist *l, size_t i) { return l->buf + l->off[i]; }
+
+void
+rlist_unref(struct rlist **lp)
+{
+    struct rlist *l = *lp;
+    *lp = NULL;
+    if (l == NULL || --l->refs > 0)
+        return;
+    free(l->buf);
+    free(l->off);
+    free(l);
+}
+
+struct collect {
+    struct rlist *l;
+    unsigned want;
+};
+
+static int
+collect(void *arg, const char *contact, unsigned flags, const struct pt_val *val)
+{
+    (void)val;
+    struct collect *c = arg;
+    struct rlist *l = c->l;
+    if (!(flags & c->want))
+        return 0;
+    size_t n = strlen(contact) + 1;
+    if (l->n == l->ocap) {
+        size_t cap = l->ocap ? l->ocap * 2 : 64;
+        size_t *o = realloc(l->off, cap * sizeof *o);
+        if (o == NULL)
+            return PT_ENOMEM;
+        l->off = o;
+        l->ocap = cap;
+    }
+    if (l->len + n > l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 2048;
+        while (cap < l->len + n)
+            cap *= 2;
+        char *b = realloc(l->buf, cap);
+        if (b == NULL)
+            return PT_ENOMEM;
+        l->buf = b;
+        l->cap = cap;
+    }
+    memcpy(l->buf + l->len, contact, n);
+    l->off[l->n++] = l->len;
+    l->len += n;
+    return 0;
+}
+
+static void
+rcache_drop(struct rstore *rs, const char *owner)
+{
+    if (rs->cache == NULL)
+        return;
+    for (size_t i = 0; i < RCACHE_SLOTS; i++) {
+        struct rslot *sl = &rs->cache->slot[i];
+        if (sl->l && strcmp(sl->owner, owner) == 0)
+            rlist_unref(&sl->l);
+    }
+}
+
+/* a slot for a new list: a free one, or the least used */
+static struct rslot *
+rcache_victim(struct rcache *c)
+{
+    struct rslot *v = &c->slot[0];
+    for (size_t i = 0; i < RCACHE_SLOTS; i++) {
+        if (c->slot[i].l == NULL)
+            return &c->slot[i];
+        if (c->slot[i].used < v->used)
+            v = &c->slot[i];
+    }
+    return v;
+}
+
+struct rlist *
+rstore_contacts(struct pt_mod *m, struct rstore *rs, const char *owner, unsigned want, int *err)
+{
+    struct rcache *c = rs->cache;
+    if (c && strlen(owner) <= PT_DB_KEY_MAX) {
+        for (size_t i = 0; i < RCACHE_SLOTS; i++) {
+            struct rslot *sl = &c->slot[i];
+            if (sl->l && sl->want == want && strcmp(sl->owner, owner) == 0) {
+                sl->used = ++c->tick;
+                sl->l->refs++;
+                return sl->l;
+            }
+        }
+    }
+    struct rlist *l = calloc(1, sizeof *l);
+    if (l == NULL) {
+        *err = PT_ENOMEM;
+        return NULL;
+    }
+    l->refs = 1;
+    struct collect cc = { l, want };
+    int rc = rstore_walk(m, rs, owner, collect, &cc);
+    if (rc < 0) {
+        rlist_unref(&l);
+        *err = rc;
+        return NULL;
+    }
+    if (c && l->n >= RCACHE_MIN && strlen(owner) <= PT_DB_KEY_MAX) {
+        struct rslot *sl = rcache_victim(c);
+        rlist_unref(&sl->l);
+        snprintf(sl->owner, sizeof sl->owner, "%s", owner);
+        sl->want = want;
+        sl->used = ++c->tick;
+        sl->l = l;
+        l->refs++;
+    }
+    return l;
 }

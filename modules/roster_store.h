@@ -26,12 +26,16 @@ struct ritem {
     size_t ngroups;
 };
 
+struct rcache;
+
 struct rstore {
     struct pt_db *items;        /* owner 0x00 contact -> item; owner 0x00 -> meta */
     struct pt_db *pending;      /* owner 0x00 contact -> the subscribe stanza's bytes */
+    struct rcache *cache;       /* the contact lists of big rosters (rstore_contacts) */
 };
 
 int  rstore_open(struct pt_mod *m, struct rstore *rs);
+void rstore_close(struct rstore *rs);           /* the cache; the databases are the core's */
 void ritem_free(struct ritem *it);
 /* 0 and *it, PT_ENOTFOUND, PT_EINVAL (a key too long), PT_ESTORE */
 int  rstore_get(struct rstore *rs, const char *owner, const char *contact, struct ritem *it);
@@ -50,6 +54,18 @@ int  ritem_decode(const struct pt_val *v, struct ritem *it);
  * RITEM_VIEW_BUF(v->len) bytes; PT_EINVAL when it does not */
 #define RITEM_VIEW_BUF(len) ((len) + RI_MAX_GROUPS + 1)
 int  ritem_view(const struct pt_val *v, struct ritem *it, char *buf, size_t cap);
+
+/* The contacts of owner's roster whose flags have any of want (RI_FROM: who
+ * gets owner's presence; RI_TO: whose presence owner gets), in contact
+ * order: shared and read-only, the caller's reference. A big roster's list
+ * is kept (a few of them, the most used) until owner's roster changes, so
+ * that a presence broadcast does not read 5 000 items again; a reference
+ * held across that change keeps the list as it was. NULL with *err. */
+struct rlist;
+struct rlist *rstore_contacts(struct pt_mod *m, struct rstore *rs, const char *owner, unsigned want, int *err);
+size_t      rlist_count(const struct rlist *l);
+const char *rlist_at(const struct rlist *l, size_t i);
+void        rlist_unref(struct rlist **l);
 
 /* pending subscription requests (pending in) */
 int  rstore_pending_put(struct rstore *rs, const char *owner, const char *contact, const char *bytes, size_t len);

@@ -39,6 +39,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "../../modules/roster_store.h"
 #include "conf.h"
 #include "hash.h"
 #include "log.h"
@@ -1533,6 +1534,109 @@ test_big_endian(void **state)
     assert_true(memcmp(x, y, 8) < 0);
 }
 
+/* ---- mod_roster's store: the contact lists kept for big rosters ---------------------- */
+
+static struct rstore rs_t;
+
+static int
+r_init(struct pt_mod *m)
+{
+    return rstore_open(m, &rs_t);
+}
+
+static void
+r_fini(struct pt_mod *m)
+{
+    (void)m;
+    rstore_close(&rs_t);
+}
+
+static const struct pt_module mod_r = {
+    .api = PT_MODULE_API, .name = "r", .init = r_init, .fini = r_fini,
+};
+
+static void
+r_put(const char *owner, const char *contact, unsigned flags)
+{
+    struct ritem it = { .flags = flags };
+    uint64_t ver;
+    assert_int_equal(rstore_put(&rs_t, owner, contact, &it, &ver), 0);
+}
+
+static struct rlist *
+r_list(const char *owner, unsigned want)
+{
+    int err = 0;
+    struct rlist *l = rstore_contacts(H("localhost")->mods[0], &rs_t, owner, want, &err);
+    assert_non_null(l);
+    return l;
+}
+
+/* a big roster's list is made once and shared until the roster changes; a
+ * reference held across the change keeps the old list whole; a small
+ * roster's is made anew each time; each want has its own */
+static void
+test_roster_contact_lists(void **state)
+{
+    (void)state;
+    load("localhost", &mod_r);
+    char c[64];
+    for (int i = 0; i < 300; i++) {
+        snprintf(c, sizeof c, "c%03d@example.org", i);
+        r_put("romeo@localhost", c, RI_FROM | RI_TO);
+    }
+    for (int i = 0; i < 10; i++) {
+        snprintf(c, sizeof c, "t%03d@example.org", i);
+        r_put("romeo@localhost", c, RI_TO);
+        r_put("juliet@localhost", c, RI_FROM);
+    }
+    end_turn();
+    struct rlist *a = r_list("romeo@localhost", RI_FROM), *b = r_list("romeo@localhost", RI_FROM);
+    assert_ptr_equal(a, b);                             /* kept */
+    assert_int_equal(rlist_count(a), 300);
+    assert_string_equal(rlist_at(a, 0), "c000@example.org");
+    assert_string_equal(rlist_at(a, 299), "c299@example.org");
+    struct rlist *to = r_list("romeo@localhost", RI_TO);
+    assert_ptr_not_equal(to, a);
+    assert_int_equal(rlist_count(to), 310);
+    rlist_unref(&b);
+    assert_null(b);
+
+    /* a change: the next list is new, the one held stays as it was */
+    uint64_t ver;
+    assert_int_equal(rstore_del(&rs_t, "romeo@localhost", "c000@example.org", &ver), 0);
+    r_put("romeo@localhost", "d000@example.org", RI_FROM);
+    end_turn();
+    struct rlist *n = r_list("romeo@localhost", RI_FROM);
+    assert_ptr_not_equal(n, a);
+    assert_int_equal(rlist_count(n), 300);
+    assert_string_equal(rlist_at(n, 0), "c001@example.org");
+    assert_string_equal(rlist_at(n, 299), "d000@example.org");
+    assert_int_equal(rlist_count(a), 300);
+    assert_string_equal(rlist_at(a, 0), "c000@example.org");
+    struct rlist *to2 = r_list("romeo@localhost", RI_TO);       /* the change dropped both wants */
+    assert_int_equal(rlist_count(to2), 309);
+    rlist_unref(&to2);
+    rlist_unref(&to);
+    rlist_unref(&a);
+
+    /* small: made each time, right each time */
+    struct rlist *s1 = r_list("juliet@localhost", RI_FROM), *s2 = r_list("juliet@localhost", RI_FROM);
+    assert_ptr_not_equal(s1, s2);
+    assert_int_equal(rlist_count(s1), 10);
+    assert_int_equal(rlist_count(s2), 10);
+    rlist_unref(&s1);
+    rlist_unref(&s2);
+
+    /* the account goes: an empty list */
+    assert_int_equal(rstore_drop(&rs_t, "romeo@localhost"), 0);
+    end_turn();
+    struct rlist *e = r_list("romeo@localhost", RI_FROM);
+    assert_int_equal(rlist_count(e), 0);
+    rlist_unref(&e);
+    rlist_unref(&n);                                   /* the last reference, after the cache let go */
+}
+
 int
 main(void)
 {
@@ -1540,6 +1644,7 @@ main(void)
     signal(SIGPIPE, SIG_IGN);
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
     const struct CMUnitTest tests[] = {
+        T(test_roster_contact_lists),
         T(test_open_new_stamps_version),
         T(test_open_only_in_init_and_names_checked),
         T(test_migrate_older),
