@@ -231,8 +231,6 @@ save(struct pt_mod *m, const char *owner, const char *contact, const struct rite
 
 /* ---- presence fan-out ------------------------------------------------------------------ */
 
-/* The contacts a fan-out goes to: one arena of NUL-terminated JIDs (a
- * 5 000-item roster is one allocation or a few, not 5 000). */
 struct own {
     struct pt_stanza **b;
     struct pt_session *skip;    /* NULL: none */

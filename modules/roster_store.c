@@ -12,6 +12,8 @@
 #define RCACHE_SLOTS 32       /* contact lists kept ... */
 #define RCACHE_MIN   256      /* ... of rosters with at least this many of them */
 
+/* The contacts a fan-out goes to: one buffer of NUL-terminated JIDs (a
+ * 5 000-item roster is one allocation or a few, not 5 000). */
 struct rlist {
     unsigned refs;
     char *buf;                  /* the contacts, NUL after each */
@@ -446,8 +448,8 @@ rcache_victim(struct rcache *c)
 struct rlist *
 rstore_contacts(struct pt_mod *m, struct rstore *rs, const char *owner, unsigned want, int *err)
 {
-    struct rcache *c = rs->cache;
-    if (c && strlen(owner) <= PT_DB_KEY_MAX) {
+    struct rcache *c = strlen(owner) <= PT_DB_KEY_MAX ? rs->cache : NULL;     /* longer: no roster */
+    if (c) {
         for (size_t i = 0; i < RCACHE_SLOTS; i++) {
             struct rslot *sl = &c->slot[i];
             if (sl->l && sl->want == want && strcmp(sl->owner, owner) == 0) {
@@ -470,7 +472,7 @@ rstore_contacts(struct pt_mod *m, struct rstore *rs, const char *owner, unsigned
         *err = rc;
         return NULL;
     }
-    if (c && l->n >= RCACHE_MIN && strlen(owner) <= PT_DB_KEY_MAX) {
+    if (c && l->n >= RCACHE_MIN) {
         struct rslot *sl = rcache_victim(c);
         rlist_unref(&sl->l);
         snprintf(sl->owner, sizeof sl->owner, "%s", owner);
