@@ -394,7 +394,7 @@ static int fake_creds(enum sasl_hash h, const char *username, struct sasl_creds 
 
 /* ---- session ---------------------------------------------------------- */
 
-enum state { ST_START, ST_FINAL, ST_DONE, ST_FAILED };
+enum state { ST_START, ST_FINAL, ST_CHECKING, ST_DONE, ST_FAILED };
 
 struct sasl_session {
     const struct mech *mech;
@@ -420,6 +420,20 @@ struct sasl_session {
     size_t nonce_len;
     char *out;               /* last success data */
     size_t out_len;
+    /* PLAIN */
+    int deferred;            /* sasl_set_deferred */
+    struct sasl_check *check;   /* waiting for sasl_take_check */
+};
+
+/* PLAIN's password check: everything PBKDF2 needs, and its answer. */
+struct sasl_check {
+    enum sasl_hash h;
+    char *password;
+    size_t pw_len;
+    struct sasl_creds creds;     /* the stored ones (or an unknown user's fake ones) */
+    int known;                   /* the user exists and its creds are usable */
+    const char *cond;            /* the failure's condition */
+    int ok;                      /* sasl_check_run: the password matches */
 };
 
 struct sasl_session *sasl_start(const char *mech, const struct sasl_conn_info *ci,
@@ -498,6 +512,7 @@ void sasl_free(struct sasl_session **sp)
     wipe_free(s->server_first, s->sf_len);
     wipe_free(s->nonce, s->nonce_len);
     wipe_free(s->out, s->out_len);
+    sasl_check_free(s->check);
     OPENSSL_cleanse(s, sizeof *s);
     free(s);
     *sp = NULL;
@@ -935,19 +950,98 @@ static enum sasl_result plain_step(struct sasl_session *s, const uint8_t *in, si
         cond = COND_TEMPORARY;
     }
 
-    /* Same PBKDF2 work whether or not the user exists. */
+    struct sasl_check *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        wipe_free(password, pw_len);
+        OPENSSL_cleanse(&s->creds, sizeof s->creds);
+        return fail(s, COND_TEMPORARY, condition);
+    }
+    c->h = h;
+    c->password = password;
+    c->pw_len = pw_len;
+    c->creds = s->creds;
+    c->known = known;
+    c->cond = cond;
+    OPENSSL_cleanse(&s->creds, sizeof s->creds);
+    if (s->deferred) {
+        s->check = c;
+        s->state = ST_CHECKING;
+        return SASL_PENDING;
+    }
+    sasl_check_run(c);
+    return sasl_check_finish(s, c, out, outlen, condition);
+}
+
+void sasl_set_deferred(struct sasl_session *s, int on)
+{
+    if (s != NULL)
+        s->deferred = on != 0;
+}
+
+struct sasl_check *sasl_take_check(struct sasl_session *s)
+{
+    if (s == NULL)
+        return NULL;
+    struct sasl_check *c = s->check;
+    s->check = NULL;
+    return c;
+}
+
+void sasl_check_free(struct sasl_check *c)
+{
+    if (c == NULL)
+        return;
+    wipe_free(c->password, c->pw_len);
+    OPENSSL_cleanse(c, sizeof *c);
+    free(c);
+}
+
+/* Same PBKDF2 work whether or not the user exists. */
+void sasl_check_run(struct sasl_check *c)
+{
+    if (c == NULL || c->password == NULL)
+        return;
     struct sasl_creds derived;
-    int ok = 0;
-    if (creds_usable(&s->creds)
-        && sasl_creds_derive(h, password, s->creds.salt, s->creds.salt_len, s->creds.iterations,
+    c->ok = 0;
+    if (creds_usable(&c->creds)
+        && sasl_creds_derive(c->h, c->password, c->creds.salt, c->creds.salt_len, c->creds.iterations,
                              &derived) == 0) {
-        ok = CRYPTO_memcmp(derived.stored_key, s->creds.stored_key, sasl_hash_len(h)) == 0;
+        c->ok = CRYPTO_memcmp(derived.stored_key, c->creds.stored_key, sasl_hash_len(c->h)) == 0;
         OPENSSL_cleanse(&derived, sizeof derived);
     }
-    wipe_free(password, pw_len);
-    OPENSSL_cleanse(&s->creds, sizeof s->creds);
+    wipe_free(c->password, c->pw_len);
+    c->password = NULL;
+    OPENSSL_cleanse(&c->creds, sizeof c->creds);
+}
+
+enum sasl_result sasl_check_finish(struct sasl_session *s, struct sasl_check *c, const uint8_t **out,
+                                   size_t *outlen, const char **condition)
+{
+    const uint8_t *dummy_out;
+    size_t dummy_len;
+    const char *dummy_cond;
+    if (out == NULL)
+        out = &dummy_out;
+    if (outlen == NULL)
+        outlen = &dummy_len;
+    if (condition == NULL)
+        condition = &dummy_cond;
+    *out = NULL;
+    *outlen = 0;
+    *condition = NULL;
+    if (s == NULL || c == NULL || c->password != NULL || (s->state != ST_CHECKING && s->state != ST_START)) {
+        sasl_check_free(c);     /* never run, or not this session's */
+        if (s == NULL) {
+            *condition = COND_TEMPORARY;
+            return SASL_FAIL;
+        }
+        return fail(s, COND_TEMPORARY, condition);
+    }
+    int ok = c->ok && c->known;
+    const char *cond = c->cond;
+    sasl_check_free(c);
     s->proof_checked = 1;
-    if (!(ok && known))
+    if (!ok)
         return fail(s, cond, condition);
     s->state = ST_DONE;
     *out = (const uint8_t *)"";
@@ -982,7 +1076,7 @@ enum sasl_result sasl_step(struct sasl_session *s, const uint8_t *in, size_t inl
         s->out_len = 0;
     }
     s->detail = NULL; /* describes this step's failure only */
-    if (s->state == ST_DONE || s->state == ST_FAILED)
+    if (s->state == ST_DONE || s->state == ST_FAILED || s->state == ST_CHECKING)
         return fail(s, COND_MALFORMED, condition);
     if ((in == NULL && inlen > 0) || inlen > SASL_MAX_MESSAGE)
         return fail(s, COND_MALFORMED, condition);

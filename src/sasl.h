@@ -15,7 +15,8 @@
  * user and answers "invalid-authzid" itself when it refuses it.
  *
  * Not thread-safe: the fake-salt secret and the test nonce are process
- * globals, meant for a single-threaded event loop.
+ * globals, meant for a single-threaded event loop. The exception is
+ * sasl_check_run() (PLAIN's PBKDF2), made to run on another thread.
  */
 #ifndef PETREL_SASL_H
 #define PETREL_SASL_H
@@ -97,7 +98,7 @@ size_t sasl_mechanisms(const struct sasl_conn_info *ci, const char *names[], siz
  * <sasl-channel-binding/> should list.  Returns the number stored. */
 size_t sasl_cb_types(const struct sasl_conn_info *ci, const char **out, size_t max);
 
-enum sasl_result { SASL_CONTINUE = 1, SASL_DONE = 0, SASL_FAIL = -1 };
+enum sasl_result { SASL_CONTINUE = 1, SASL_DONE = 0, SASL_FAIL = -1, SASL_PENDING = 2 };
 
 struct sasl_session;
 
@@ -176,6 +177,30 @@ int sasl_proof_checked(const struct sasl_session *s);
  * NULL before a failure, after success, and for every other failure
  * (also for the "malformed-request" of a step after the end). */
 const char *sasl_fail_detail(const struct sasl_session *s);
+
+/* PLAIN's password check away from the caller's thread. PBKDF2 at 4 096
+ * iterations takes a millisecond or more; an event loop can have it done on
+ * another thread meanwhile. After sasl_set_deferred(s, 1), a PLAIN step
+ * that gets as far as the check returns SASL_PENDING instead of doing it,
+ * with nothing in *out and *condition, and the check is waiting in the
+ * session:
+ *   sasl_take_check(s)     hands it over (the session keeps no pointer to it);
+ *   sasl_check_run(c)      does the PBKDF2, on any thread (c shares nothing
+ *                          with the session; the password is wiped here);
+ *   sasl_check_finish(s, c, ...)  on the session's thread again: the step's
+ *                          result as sasl_step() would have given it, and c
+ *                          is freed;
+ *   sasl_check_free(c)     drops a check not finished (the session went).
+ * Another step while the check waits fails with "malformed-request". The
+ * work and the answers are those of the undeferred step, an unknown user's
+ * included. */
+struct sasl_check;
+void sasl_set_deferred(struct sasl_session *s, int on);
+struct sasl_check *sasl_take_check(struct sasl_session *s);
+void sasl_check_run(struct sasl_check *c);
+enum sasl_result sasl_check_finish(struct sasl_session *s, struct sasl_check *c, const uint8_t **out,
+                                   size_t *outlen, const char **condition);
+void sasl_check_free(struct sasl_check *c);
 
 /* Free the session, wiping secrets (OPENSSL_cleanse); sets *s = NULL.
  * Accepts NULL and *s == NULL. */

@@ -9,6 +9,7 @@
 #include "log.h"
 #include "module.h"
 #include "modstore.h"
+#include "work.h"
 #include "session.h"
 #include "sasl.h"
 #include "tls.h"
@@ -583,6 +584,7 @@ server_fini(struct server *srv)
         event_free(srv->idle_sweep);
     conns_fini(srv);
     streams_reap(srv);
+    work_fini(srv);                     /* after the streams: what it finishes only frees */
     hash_free(&srv->users, NULL);
     hash_free(&srv->auth_fail, free);
     hash_free(&srv->conns_by_addr, NULL);

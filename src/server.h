@@ -96,6 +96,8 @@ struct server {
     uint64_t turn_hold_us;                /* this turn's time spent sending held presence */
     uint64_t turn_auth_us;                /* this turn's time spent in SASL (stream.c) */
     unsigned auth_queued;                 /* <auth/> elements waiting for a turn with SASL time left */
+    struct work *work;                    /* the helper thread (work.c), from its first use */
+    int work_failed;                      /* ... which could not start: none */
     size_t turn_lazy, last_turn_lazy;     /* presence written to TLS corks in this turn, the one before */
     unsigned write_lazy : 1;              /* the write in progress is presence: it may wait (session_write) */
     unsigned turn_inputs;                 /* input callbacks in this loop turn */

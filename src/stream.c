@@ -2,6 +2,7 @@
  * (xml.c) turns bytes into elements; this file never parses XML itself. */
 #include "config.h"
 #include "stream.h"
+#include "work.h"
 #include "base64.h"
 #include "conn.h"
 #include "log.h"
@@ -29,6 +30,12 @@
 #define MAX_EXT_MECHS   16
 #define KEEP_PARSER_AFTER_MS 2000   /* bound this long ... */
 #define BUSY_MS         1000    /* ... with inputs this close together: the parser stays between stanzas */
+
+/* PLAIN's password check on the helper thread (check_start below). */
+struct check_job {
+    struct stream *st;
+    struct sasl_check *check;
+};
 
 /* A SASL mechanism a module added (pt_sasl_add). */
 struct sasl_ext {
@@ -189,6 +196,9 @@ streams_reap(struct server *srv)
             event_free(st->delay_ev);
         if (st->auth_queued)
             srv->auth_queued--;
+        if (st->check_job)
+            st->check_job->st = NULL;   /* its answer comes to nobody */
+        free(st->rest);
         if (st->ext && st->ext->mech->end)
             st->ext->mech->end(st->ext->mod, NULL, st->ext_state);
         sasl_free(&st->sasl);
@@ -435,6 +445,8 @@ on_stanza(void *ud, struct xml_node *el)
 
 static const struct xml_stream_cb stream_cb = { on_open, on_stanza, on_close, on_error };
 
+static void stream_feed(struct stream *st, const char *data, size_t len);
+
 static void
 on_conn_input(void *owner, const char *data, size_t len)
 {
@@ -447,8 +459,28 @@ on_conn_input(void *owner, const char *data, size_t len)
         xml_stream_restart(st->xs);
         st->header_sent = 0;
     }
+    stream_feed(st, data, len);
+}
+
+static void
+stream_feed(struct stream *st, const char *data, size_t len)
+{
     if (xml_stream_feed(st->xs, data, len) < 0)
         return;
+    size_t left = xml_stream_left(st->xs);
+    if (left > 0) {
+        /* paused after a stanza (check_start): the rest waits for stream_unpause */
+        char *r = malloc(left);
+        if (r == NULL) {
+            stream_close(st, "internal-server-error");
+            return;
+        }
+        memcpy(r, data + len - left, left);
+        free(st->rest);
+        st->rest = r;
+        st->rest_len = left;
+        return;
+    }
     /* Nothing pending: the parser goes back to xml.c's pool. A stream bound
      * for a while that is busy (its previous input less than BUSY_MS ago)
      * keeps it until it has been idle for a while (server.c's idle sweep): a
@@ -629,6 +661,75 @@ ext_feed(struct stream *st, const uint8_t *in, size_t inlen)
     sasl_failure(st, cond ? cond : "not-authorized", cond == NULL || strcmp(cond, "not-authorized") == 0);
 }
 
+static void sasl_result(struct stream *st, enum sasl_result r, const uint8_t *out, size_t outlen,
+                        const char *cond);
+static void stream_unpause(struct stream *st);
+
+/* PLAIN's PBKDF2 on the helper thread (work.c): the stream reads nothing
+ * meanwhile (what was read already waits in st->pending), and the answer
+ * comes in a later turn. A stream that goes meanwhile only leaves the job
+ * without its stream (streams_reap). */
+static void
+check_run(void *arg)
+{
+    struct check_job *j = arg;
+    sasl_check_run(j->check);
+}
+
+static void
+check_finish(struct stream *st, struct sasl_check *c)
+{
+    const uint8_t *out;
+    size_t outlen;
+    const char *cond = NULL;
+    enum sasl_result r = sasl_check_finish(st->sasl, c, &out, &outlen, &cond);
+    sasl_result(st, r, out, outlen, cond);
+}
+
+static void
+check_done(void *arg, int ran)
+{
+    struct check_job *j = arg;
+    struct stream *st = j->st;
+    if (st == NULL || closing(st)) {
+        sasl_check_free(j->check);
+        if (st)
+            st->check_job = NULL;
+        free(j);
+        return;
+    }
+    st->check_job = NULL;
+    if (ran) {
+        check_finish(st, j->check);
+    } else {
+        sasl_check_free(j->check);
+        sasl_refused(st, "temporary-auth-failure");
+    }
+    free(j);
+    stream_unpause(st);
+}
+
+static void
+check_start(struct stream *st)
+{
+    struct sasl_check *c = sasl_take_check(st->sasl);
+    struct check_job *j = malloc(sizeof *j);
+    if (j && (st->pending || (st->pending = calloc(MAX_QUEUED, sizeof *st->pending)))) {
+        j->st = st;
+        j->check = c;
+        if (work_submit(st->srv, check_run, check_done, j) == 0) {
+            st->check_job = j;
+            st->paused = 1;
+            conn_pause(st->conn);
+            xml_stream_pause(st->xs);   /* and what follows in this input waits in st->rest */
+            return;
+        }
+    }
+    free(j);
+    sasl_check_run(c);                  /* no helper (or it is full): here, as before */
+    check_finish(st, c);
+}
+
 static void
 sasl_feed(struct stream *st, const char *b64)
 {
@@ -648,6 +749,17 @@ sasl_feed(struct stream *st, const char *b64)
     enum sasl_result r = sasl_step(st->sasl, in, inlen, &out, &outlen, &cond);
     OPENSSL_cleanse(in, inlen);
     free(in);
+    if (r == SASL_PENDING) {
+        check_start(st);
+        return;
+    }
+    sasl_result(st, r, out, outlen, cond);
+}
+
+/* What a step of a built-in mechanism came to. */
+static void
+sasl_result(struct stream *st, enum sasl_result r, const uint8_t *out, size_t outlen, const char *cond)
+{
     if (r == SASL_CONTINUE) {
         sasl_reply(st, "challenge", out, outlen);
         return;
@@ -758,6 +870,7 @@ handle_sasl(struct stream *st, struct xml_node *el)
             sasl_refused(st, cond ? cond : "invalid-mechanism");
             return;
         }
+        sasl_set_deferred(st->sasl, 1);     /* PLAIN's PBKDF2 on the helper thread */
         if (*text == '\0') {
             /* no initial response: an empty challenge asks for it */
             sasl_reply(st, "challenge", NULL, 0);
@@ -819,8 +932,16 @@ delay_done(evutil_socket_t fd, short what, void *arg)
         st->auth_queued = 0;
         st->srv->auth_queued--;
     }
-    st->paused = 0;
     st->throttle_served = 1;            /* the held step has waited its turn */
+    stream_unpause(st);
+}
+
+/* The elements that waited while the stream was paused, in order, then
+ * reading again (unless one of them pauses it anew). */
+static void
+stream_unpause(struct stream *st)
+{
+    st->paused = 0;
     unsigned n = st->npending;
     struct xml_node *q[MAX_QUEUED];
     if (n)
@@ -840,7 +961,15 @@ delay_done(evutil_socket_t fd, short what, void *arg)
         }
         process_element(st, q[i]);
     }
-    if (!closing(st))
+    if (st->rest && !closing(st) && !st->paused) {
+        char *r = st->rest;             /* the input after the stanza that paused it */
+        size_t len = st->rest_len;
+        st->rest = NULL;
+        st->rest_len = 0;
+        stream_feed(st, r, len);
+        free(r);
+    }
+    if (!closing(st) && !st->paused)
         conn_resume(st->conn);
 }
 

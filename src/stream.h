@@ -57,6 +57,9 @@ struct stream {
     uint8_t *cbdata;                    /* channel-binding data the SASL session points to */
     char *authcid;                      /* authenticated node, until bound */
     struct event *delay_ev;             /* throttled SASL step */
+    struct check_job *check_job;        /* PLAIN's password check on the helper thread */
+    char *rest;                         /* ... and the input after its <auth/>, waiting */
+    size_t rest_len;
     struct xml_node **pending;          /* elements that arrived while throttled */
     unsigned npending;
     unsigned sasl_tries;                /* wrong passwords on this stream */

@@ -542,6 +542,8 @@ struct xml_stream {
     unsigned resumed : 1;        /* parser re-created after an idle release: skip the open callback */
     unsigned in_parse : 1;       /* inside XML_Parse(), i.e. inside a callback */
     unsigned recycle_pending : 1; /* the parser grew: replace it after the current stanza */
+    unsigned pause_pending : 1;  /* xml_stream_pause: stop after the current stanza */
+    size_t left;                 /* bytes of the last feed not taken (xml_stream_pause) */
     unsigned ns_decls;           /* namespace declarations of the start tag being reported */
     char *decls;                 /* namespace declarations of the header, for re-creation */
     char *hdr_qname;             /* the header's name as written ("stream:stream"), for re-creation */
@@ -863,7 +865,7 @@ on_end(void *ud, const XML_Char *name)
     s->arena = NULL;
     s->cur = NULL;
     s->cb->stanza(s->ud, done);
-    if (s->restart_pending) {
+    if (s->restart_pending || s->pause_pending) {
         s->resume_at = s->boundary;
         XML_StopParser(s->p, XML_FALSE);
     } else if (s->stopped) {
@@ -1166,7 +1168,8 @@ reset_state(struct xml_stream *s)
     s->depth = 0;
     s->err = XML_OK;
     s->stopped = s->restart_pending = s->failed = s->closed = s->resumed = 0;
-    s->recycle_pending = 0;
+    s->recycle_pending = s->pause_pending = 0;
+    s->left = 0;
     s->ns_decls = 0;
 }
 
@@ -1181,6 +1184,19 @@ xml_stream_restart(struct xml_stream *s)
         return;
     }
     reset_state(s);
+}
+
+void
+xml_stream_pause(struct xml_stream *s)
+{
+    if (s->p && s->in_parse && s->depth == 1)
+        s->pause_pending = 1;           /* the end of the stanza being reported stops the parser */
+}
+
+size_t
+xml_stream_left(const struct xml_stream *s)
+{
+    return s->left;
 }
 
 void
@@ -1224,6 +1240,7 @@ int
 xml_stream_feed(struct xml_stream *s, const char *data, size_t len)
 {
     idle_unlink(s);                     /* busy: its owner says when it is idle again */
+    s->left = 0;
     if (s->failed || s->stopped || s->closed)
         return -1;
     while (len > 0) {
@@ -1272,6 +1289,21 @@ xml_stream_feed(struct xml_stream *s, const char *data, size_t len)
             len -= used;
             continue;
         }
+        if (s->pause_pending && s->err == XML_OK && !s->stopped && !s->closed) {
+            /* at a stanza boundary: the rest waits for the owner (a new
+             * parser takes it up then, as after an idle release) */
+            size_t used = (size_t)(s->resume_at - start);
+            if (used > chunk)
+                used = chunk;
+            s->pause_pending = s->recycle_pending = 0;
+            parser_put(s->pp);
+            s->pp = NULL;
+            s->p = NULL;
+            strbuf_free(&s->text);
+            s->left = len - used;
+            return 0;
+        }
+        s->pause_pending = 0;
         if (s->recycle_pending && s->err == XML_OK && !s->stopped && !s->closed) {
             /* at a stanza boundary: the next iteration resumes on a new parser */
             size_t used = (size_t)(s->resume_at - start);

@@ -144,6 +144,12 @@ int  xml_stream_feed(struct xml_stream *s, const char *data, size_t len);
  * new header is expected) and go on with the rest of the input. Outside a
  * callback: reset now. */
 void xml_stream_restart(struct xml_stream *s);
+/* From inside the stanza callback: take no more of the current input after
+ * this stanza. feed returns 0, and xml_stream_left() tells how many of its
+ * bytes it did not take: the owner keeps them and feeds them again when it
+ * is ready (a SASL step answered later). Elsewhere: nothing. */
+void xml_stream_pause(struct xml_stream *s);
+size_t xml_stream_left(const struct xml_stream *s);
 /* From inside a callback: stop; the rest of the current input is dropped and
  * feed returns -1. Used before a TLS upgrade and on close. */
 void xml_stream_stop(struct xml_stream *s);

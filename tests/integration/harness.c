@@ -356,7 +356,7 @@ srv_start(struct srv *s, const char *users)
 int
 srv_start_opts(struct srv *s, const char *users, const struct srv_opts *o)
 {
-    static const struct srv_opts defaults = { NULL, 2, 2 };
+    static const struct srv_opts defaults = { NULL, 2, 2, NULL };
     if (o == NULL)
         o = &defaults;
     memset(s, 0, sizeof *s);
@@ -400,6 +400,7 @@ srv_start_opts(struct srv *s, const char *users, const struct srv_opts *o)
             "# written by tests/integration/harness.c\n"
             "data_dir = \"%s\"\n"
             "log_level = \"debug\"\n"
+            "%s\n"
             "limits { max_stanza_size = 524288 max_depth = 64 %s }\n"
             "listen \"127.0.0.1:%d\" { type = \"c2s\" tls = \"starttls\" }\n"
             "listen \"127.0.0.1:%d\" { type = \"c2s\" tls = \"direct\" }\n"
@@ -410,7 +411,7 @@ srv_start_opts(struct srv *s, const char *users, const struct srv_opts *o)
             "host \"example.test\" {\n"
             "    modules = { \"disco\", \"ping\", \"version\" }\n"
             "}\n",
-            s->dir, o->limits ? o->limits : "", s->port_starttls, s->port_tls, o->ping_interval, o->ping_timeout);
+            s->dir, o->top ? o->top : "", o->limits ? o->limits : "", s->port_starttls, s->port_tls, o->ping_interval, o->ping_timeout);
     fclose(f);
 
     if (users && *users) {

@@ -80,6 +80,7 @@ int srv_start(struct srv *s, const char *users);
 struct srv_opts {
     const char *limits;         /* more "name = value" pairs for the limits section, or NULL */
     int ping_interval, ping_timeout;    /* mod_ping on host localhost, seconds */
+    const char *top;            /* more top-level lines ("scram_iterations = 100000"), or NULL */
 };
 int srv_start_opts(struct srv *s, const char *users, const struct srv_opts *o);
 /* SIGTERM, wait (10 s at most, then SIGKILL); 0 when it exited with status 0.

@@ -305,6 +305,97 @@ out:
     return ok;
 }
 
+/* PLAIN's password check runs on the helper thread while the stream waits:
+ * what the client sent after its <auth/> in the same write (a client that
+ * does not wait for <success/>: the restarted stream's header and the bind)
+ * is kept and read after the answer, in order. */
+static int
+t_sasl_plain_pipelined(void)
+{
+    struct raw r;
+    int ok = 0;
+    memset(&r, 0, sizeof r);
+    r.fd = -1;
+    static const char creds[] = "\0mech\0S3cr3t p\xc3\xa4ss";
+    unsigned char out[200];
+    CHECK(raw_connect_tls(&r, PORT, 0, fresh_src_ip(), "localhost"), "TLS");
+    EVP_EncodeBlock(out, (const unsigned char *)creds, sizeof creds - 1);
+    raw_sendf(&r, "<auth xmlns='" NS_SASL "' mechanism='PLAIN'>%s</auth>"
+                  "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' "
+                  "to='localhost' version='1.0'>"
+                  "<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+                  "<resource>piped</resource></bind></iq>", out);
+    CHECK(raw_wait(&r, "<success xmlns='" NS_SASL "'", 5000), "no <success/>: %s", raw_tail(&r, 300));
+    CHECK(raw_wait(&r, "<jid>mech@localhost/piped</jid>", 5000),
+          "the stream header and bind sent with <auth/> were not answered: %s", raw_tail(&r, 300));
+    const char *succ = strstr(r.buf, "<success"), *feat = succ ? strstr(succ, "<stream:features") : NULL;
+    CHECK(feat && strstr(feat, "<jid>"), "not in order (success, the new stream's features, bind): %s",
+          raw_tail(&r, 400));
+    ok = 1;
+out:
+    raw_close(&r);
+    return ok;
+}
+
+/* ... and the loop goes on meanwhile: with PBKDF2 at 1 000 000 iterations (a
+ * good part of a second), another session's ping is answered before the
+ * password check of a login that came first is done. A connection that goes
+ * while its check runs leaves nothing behind, and logins go on after it. Its
+ * own server. */
+static int
+t_sasl_plain_off_loop(void)
+{
+    struct srv s;
+    struct raw a, b, c, d;
+    int ok = 0, started = 0;
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    memset(&c, 0, sizeof c);
+    memset(&d, 0, sizeof d);
+    a.fd = b.fd = c.fd = d.fd = -1;
+    static const struct srv_opts opts = { NULL, 60, 60, "scram_iterations = 1000000" };
+    CHECK(srv_start_opts(&s, "slowa@localhost pw-a\nslowb@localhost pw-b\n", &opts) == 0, "server: -");
+    started = 1;
+    CHECK(raw_login(&b, s.port_starttls, NULL, "slowb", "localhost", "pw-b", "b"), "login of b");
+    static const char creds[] = "\0slowa\0pw-a";
+    unsigned char out[100];
+    EVP_EncodeBlock(out, (const unsigned char *)creds, sizeof creds - 1);
+    /* c: its check starts, then it is gone */
+    CHECK(raw_connect_tls(&c, s.port_starttls, 0, NULL, "localhost"), "TLS c");
+    raw_sendf(&c, "<auth xmlns='" NS_SASL "' mechanism='PLAIN'>%s</auth>", out);
+    raw_close(&c);
+    CHECK(raw_connect_tls(&a, s.port_starttls, 0, NULL, "localhost"), "TLS a");
+    raw_sendf(&a, "<auth xmlns='" NS_SASL "' mechanism='PLAIN'>%s</auth>", out);
+    usleep(30 * 1000);                  /* a's <auth/> is read first */
+    uint64_t t0 = now_ms();
+    raw_sendf(&b, "<iq type='get' id='ping1' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>");
+    CHECK(raw_wait(&b, "id='ping1'", 5000), "no answer to b's ping: %s", raw_tail(&b, 200));
+    uint64_t took = now_ms() - t0;
+    raw_poll(&a, 0);
+    CHECK(!raw_seen(&a, "<success"), "b's ping was answered only after a's password check (%llu ms)",
+          (unsigned long long)took);
+    CHECK(raw_wait(&a, "<success xmlns='" NS_SASL "'", 20000), "no <success/> for a: %s", raw_tail(&a, 200));
+    CHECK(raw_restart(&a) && raw_bind(&a, "a"), "a cannot go on after its login");
+    /* a wrong password through the helper is refused as before */
+    static const char bad[] = "\0slowa\0wrong";
+    EVP_EncodeBlock(out, (const unsigned char *)bad, sizeof bad - 1);
+    CHECK(raw_connect_tls(&d, s.port_starttls, 0, NULL, "localhost"), "TLS d");
+    raw_sendf(&d, "<auth xmlns='" NS_SASL "' mechanism='PLAIN'>%s</auth>", out);
+    CHECK(raw_wait(&d, "<not-authorized/>", 20000), "a wrong password was not refused: %s", raw_tail(&d, 200));
+    CHECK(srv_trouble(&s) == NULL, "server: %s", srv_trouble(&s));
+    ok = 1;
+out:
+    raw_close(&a);
+    raw_close(&b);
+    raw_close(&c);
+    raw_close(&d);
+    if (started && srv_stop(&s) < 0) {
+        fail_reason("server: bad exit");
+        ok = 0;
+    }
+    return ok;
+}
+
 /* PLAIN with an authzid: the account itself is fine, another one is refused
  * with <invalid-authzid/> (RFC 6120 6.4.6). */
 static int
@@ -1227,7 +1318,7 @@ t_bad_slow_reader(void)
     memset(&wa, 0, sizeof wa);
     memset(&wb, 0, sizeof wb);
     slow.fd = fast.fd = -1;
-    static const struct srv_opts opts = { "c2s_rate = 536870912", 3600, 3600 };
+    static const struct srv_opts opts = { "c2s_rate = 536870912", 3600, 3600, NULL };
     CHECK(srv_start_opts(&s, "flood@localhost pw-flood\nwa@localhost pw-wa\nwb@localhost pw-wb\n", &opts) == 0,
           "flood server: -");
     started = 1;
@@ -1611,7 +1702,7 @@ t_conf_rate_max(void)
     int ok = 0, started = 0;
     memset(&r, 0, sizeof r);
     r.fd = -1;
-    static const struct srv_opts opts = { "c2s_rate = 1073741824", 2, 2 };
+    static const struct srv_opts opts = { "c2s_rate = 1073741824", 2, 2, NULL };
     CHECK(srv_start_opts(&s, "rate@localhost pw-rate\n", &opts) == 0, "server: -");
     started = 1;
     uint64_t t0 = now_ms();
@@ -1640,7 +1731,7 @@ t_conf_handshake_deadline(void)
     int ok = 0, started = 0;
     memset(&r, 0, sizeof r);
     r.fd = -1;
-    static const struct srv_opts opts = { "handshake_timeout = 2", 60, 60 };
+    static const struct srv_opts opts = { "handshake_timeout = 2", 60, 60, NULL };
     CHECK(srv_start_opts(&s, "slow@localhost pw-slow\n", &opts) == 0, "server: -");
     started = 1;
     CHECK(raw_connect(&r, s.port_starttls, NULL, 0, NULL) == 0, "connect");
@@ -1681,7 +1772,7 @@ t_conf_conns_per_address(void)
     for (int i = 0; i < 4; i++)
         r[i].fd = -1;
     other.fd = late.fd = -1;
-    static const struct srv_opts opts = { "connections_per_address = 3", 60, 60 };
+    static const struct srv_opts opts = { "connections_per_address = 3", 60, 60, NULL };
     CHECK(srv_start_opts(&s, "many@localhost pw-many\n", &opts) == 0, "server: -");
     started = 1;
     for (int i = 0; i < 3; i++) {
@@ -1727,6 +1818,8 @@ static const struct test tests[] = {
     { "sasl/scram-sha-512", t_sasl_scram_sha512, 0 },
     { "sasl/plain", t_sasl_plain, 0 },
     { "sasl/plain-success-has-no-data", t_sasl_plain_success_empty, 0 },
+    { "sasl/plain-pipelined-after-auth", t_sasl_plain_pipelined, 0 },
+    { "sasl/plain-checked-off-the-loop", t_sasl_plain_off_loop, 1 },
     { "sasl/authzid", t_sasl_authzid, 0 },
     { "stream/stream-prefix", t_stream_prefix, 0 },
     { "stream/from-echoed", t_stream_from_echoed, 0 },

@@ -138,7 +138,7 @@ t_stalled_tls_freed(void)
     unsigned char hello[4096];
     size_t hlen = client_hello(hello, sizeof hello);
     static const struct srv_opts opts = { "handshake_timeout = 3 first_byte_timeout = 2 "
-                                          "connections_per_address = 16", 60, 60 };
+                                          "connections_per_address = 16", 60, 60, NULL };
     CHECK(hlen > 100, "cannot make a ClientHello");
     CHECK(srv_start_opts(&s, WITNESS_USERS, &opts) == 0, "server: -");
     started = 1;
@@ -195,7 +195,7 @@ t_first_byte_deadline(void)
     struct raw talker;
     memset(&talker, 0, sizeof talker);
     talker.fd = -1;
-    static const struct srv_opts opts = { "first_byte_timeout = 1 handshake_timeout = 4", 60, 60 };
+    static const struct srv_opts opts = { "first_byte_timeout = 1 handshake_timeout = 4", 60, 60, NULL };
     CHECK(srv_start_opts(&s, WITNESS_USERS, &opts) == 0, "server: -");
     started = 1;
     silent = plain_connect(s.port_starttls, NULL, NULL, 0);
@@ -224,7 +224,7 @@ t_unauth_cap_drops_oldest(void)
 {
     struct srv s;
     int ok = 0, started = 0, held[24], nheld = 0;
-    static const struct srv_opts opts = { "unauthenticated_connections = 20", 60, 60 };
+    static const struct srv_opts opts = { "unauthenticated_connections = 20", 60, 60, NULL };
     CHECK(srv_start_opts(&s, WITNESS_USERS "cap@localhost pw-cap\n", &opts) == 0, "server: -");
     started = 1;
     CHECK(witness_up(&s), "-");
@@ -282,7 +282,7 @@ t_throttle_parallel(void)
     u.fd = -1;
     for (int i = 0; i < N; i++)
         p[i].fd = -1;
-    static const struct srv_opts opts = { "handshake_timeout = 2", 60, 60 };
+    static const struct srv_opts opts = { "handshake_timeout = 2", 60, 60, NULL };
     CHECK(srv_start_opts(&s, WITNESS_USERS "thr@localhost pw-thr\n", &opts) == 0, "server: -");
     started = 1;
     CHECK(witness_up(&s), "-");
@@ -444,7 +444,7 @@ t_account_output_budget(void)
     sender.fd = -1;
     for (int i = 0; i < R; i++)
         sink[i].fd = -1;
-    static const struct srv_opts opts = { "output_per_account_kb = 1024 c2s_rate = 1073741824", 3600, 3600 };
+    static const struct srv_opts opts = { "output_per_account_kb = 1024 c2s_rate = 1073741824", 3600, 3600, NULL };
     char *body = NULL;
     CHECK(srv_start_opts(&s, WITNESS_USERS "sink@localhost pw-sink\nflood@localhost pw-flood\n", &opts) == 0,
           "server: -");

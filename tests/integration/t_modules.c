@@ -375,7 +375,7 @@ t_ping_after_stall(void)
     struct srv s;
     struct raw a, b, *r[2] = { &a, &b };
     int ok = 0, started = 0, na = 0, nb = 0, stopped = 0;
-    struct srv_opts o = { NULL, 1, 1 };
+    struct srv_opts o = { NULL, 1, 1, NULL };
     CHECK(srv_start_opts(&s, "st1@localhost pw-st1\nst2@localhost pw-st2\n", &o) == 0, "server: -");
     started = 1;
     CHECK(raw_login(&a, s.port_starttls, NULL, "st1", "localhost", "pw-st1", "answers"), "login st1");

@@ -151,7 +151,7 @@ t_header_flood(void)
     struct flooder *fl = calloc(FLOOD_CONNS, sizeof *fl);
     size_t hlen;
     char *hdr = flood_header(FLOOD_DECLS, 1, &hlen);
-    static const struct srv_opts opts = { NULL, 60, 60 };
+    static const struct srv_opts opts = { NULL, 60, 60, NULL };
     CHECK(fl != NULL, "out of memory");
     for (int i = 0; i < FLOOD_CONNS; i++)
         fl[i].r.fd = -1;
@@ -255,7 +255,7 @@ t_namespace_decls_count(void)
     memset(&c, 0, sizeof c);
     memset(&d, 0, sizeof d);
     a.fd = b.fd = c.fd = d.fd = -1;
-    static const struct srv_opts opts = { NULL, 60, 60 };
+    static const struct srv_opts opts = { NULL, 60, 60, NULL };
     CHECK(srv_start_opts(&s, WITNESS_USERS "nsd@localhost pw-nsd\n", &opts) == 0, "server: -");
     started = 1;
     CHECK(witness_up(&s), "-");

@@ -18,6 +18,7 @@
 
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <pthread.h>
 
 #include "base64.h"
 #include "sasl.h"
@@ -110,6 +111,10 @@ static struct reply step(struct sasl_session *s, const void *msg, size_t len)
         assert_null(out);
         assert_int_equal(outlen, 0);
         assert_non_null(r.cond);
+    } else if (r.res == SASL_PENDING) {
+        assert_null(out);               /* nothing to send until the check is done */
+        assert_int_equal(outlen, 0);
+        assert_null(r.cond);
     } else {
         assert_non_null(out);
         assert_true(outlen < sizeof r.out);
@@ -1189,6 +1194,97 @@ static void test_plain(void **state)
     sasl_free(&s);
 }
 
+/* PLAIN deferred: the check leaves the session, runs on another thread and
+ * comes back with the answer the undeferred step gives. */
+static void *run_check(void *arg)
+{
+    sasl_check_run(arg);
+    return NULL;
+}
+
+static enum sasl_result deferred_plain(struct test_db *db, const void *msg, size_t len, const char **cond,
+                                       int *checked)
+{
+    struct sasl_session *s = start("PLAIN", &TLS_ONLY, db);
+    sasl_set_deferred(s, 1);
+    struct reply r = step(s, msg, len);
+    assert_int_equal(r.res, SASL_PENDING);
+    assert_null(r.cond);
+    assert_int_equal(sasl_proof_checked(s), 0);
+    struct sasl_check *c = sasl_take_check(s);
+    assert_non_null(c);
+    assert_null(sasl_take_check(s));    /* handed over once */
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, run_check, c), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    const uint8_t *out = NULL;
+    size_t outlen = 99;
+    enum sasl_result res = sasl_check_finish(s, c, &out, &outlen, cond);
+    *checked = sasl_proof_checked(s);
+    if (res == SASL_DONE) {
+        assert_int_equal(outlen, 0);
+        assert_string_equal(sasl_username(s), "user");
+    } else {
+        assert_null(out);
+        assert_null(sasl_username(s));
+    }
+    sasl_free(&s);
+    return res;
+}
+
+static void test_plain_deferred(void **state)
+{
+    (void)state;
+    struct test_db db;
+    db_init(&db, "user", "pencil");
+    const char *cond = "junk";
+    int checked = 0;
+    assert_int_equal(deferred_plain(&db, "\0user\0pencil", 12, &cond, &checked), SASL_DONE);
+    assert_null(cond);
+    assert_int_equal(checked, 1);
+    assert_int_equal(deferred_plain(&db, "\0user\0pencils", 13, &cond, &checked), SASL_FAIL);
+    assert_string_equal(cond, "not-authorized");
+    assert_int_equal(checked, 1);       /* a wrong guess, as undeferred */
+    assert_int_equal(deferred_plain(&db, "\0nobody\0pencil", 14, &cond, &checked), SASL_FAIL);
+    assert_string_equal(cond, "not-authorized");
+
+    /* a step while the check waits: refused, and the check cannot finish it after */
+    struct sasl_session *s = start("PLAIN", &TLS_ONLY, &db);
+    sasl_set_deferred(s, 1);
+    assert_int_equal(step(s, "\0user\0pencil", 12).res, SASL_PENDING);
+    struct reply r = step(s, "\0user\0pencil", 12);
+    assert_int_equal(r.res, SASL_FAIL);
+    assert_string_equal(r.cond, "malformed-request");
+    struct sasl_check *c = sasl_take_check(s);
+    sasl_check_run(c);
+    assert_int_equal(sasl_check_finish(s, c, NULL, NULL, &cond), SASL_FAIL);
+    assert_null(sasl_username(s));
+    sasl_free(&s);
+
+    /* a check never run is no success */
+    s = start("PLAIN", &TLS_ONLY, &db);
+    sasl_set_deferred(s, 1);
+    assert_int_equal(step(s, "\0user\0pencil", 12).res, SASL_PENDING);
+    c = sasl_take_check(s);
+    assert_int_equal(sasl_check_finish(s, c, NULL, NULL, &cond), SASL_FAIL);
+    assert_string_equal(cond, "temporary-auth-failure");
+    sasl_free(&s);
+
+    /* the session goes with its check inside, or the check without its session: nothing leaks (ASan) */
+    s = start("PLAIN", &TLS_ONLY, &db);
+    sasl_set_deferred(s, 1);
+    assert_int_equal(step(s, "\0user\0pencil", 12).res, SASL_PENDING);
+    sasl_free(&s);
+    s = start("PLAIN", &TLS_ONLY, &db);
+    sasl_set_deferred(s, 1);
+    assert_int_equal(step(s, "\0user\0pencil", 12).res, SASL_PENDING);
+    c = sasl_take_check(s);
+    sasl_free(&s);
+    sasl_check_run(c);
+    sasl_check_free(c);
+    sasl_check_free(NULL);
+}
+
 static void test_plain_hash_order(void **state)
 {
     (void)state;
@@ -1403,6 +1499,7 @@ int main(void)
         cmocka_unit_test(test_garbage),
         cmocka_unit_test(test_null_and_misuse),
         cmocka_unit_test(test_plain),
+        cmocka_unit_test(test_plain_deferred),
         cmocka_unit_test(test_plain_hash_order),
         cmocka_unit_test(test_plain_saslprep),
         cmocka_unit_test(test_plain_malformed),

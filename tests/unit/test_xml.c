@@ -92,6 +92,7 @@ struct rec {
     int restart_after;               /* restart from the stanza callback after stanza n */
     int stop_after;                  /* stop from the stanza callback after stanza n */
     int restart_on_close;
+    int pause_after;                 /* pause from the stanza callback after stanza n */
     int max_opens;                   /* > 0: stop the stream when exceeded (loop guard) */
     void (*inspect)(struct rec *r, struct xml_node *el);
     void *ctx;
@@ -158,6 +159,8 @@ cb_stanza(void *ud, struct xml_node *el)
         xml_stream_restart(r->s);
     if (r->stop_after == r->stanzas)
         xml_stream_stop(r->s);
+    if (r->pause_after == r->stanzas)
+        xml_stream_pause(r->s);
 }
 
 static void
@@ -1631,6 +1634,63 @@ test_restart_in_callback_new_header_later(void **state)
     rec_free(&r);
 }
 
+/* A pause from the stanza callback: the feed takes nothing after that
+ * stanza, says how much it left, and the rest fed again goes on where it
+ * stopped (a new parser, the header not reported again), in pieces too; or,
+ * after a restart (a SASL success), as a new stream. */
+static void
+test_pause_in_callback(void **state)
+{
+    (void)state;
+    static const size_t steps[] = { 0, 1, 7 };
+    for (size_t k = 0; k < 3; k++) {
+        struct rec r;
+        rec_init(&r);
+        r.pause_after = 2;
+        struct xml_stream *s = rec_stream(&r, NULL, NULL);
+        const char *in = HDR "<a/><auth>x</auth> <b>t</b><c/>";
+        size_t len = strlen(in), off = 0, left = 0;
+        while (off < len) {
+            size_t n = (steps[k] == 0 || len - off < steps[k]) ? len - off : steps[k];
+            assert_int_equal(xml_stream_feed(s, in + off, n), 0);
+            left = xml_stream_left(s);
+            off += n - left;
+            if (r.stanzas == r.pause_after)
+                break;                  /* paused: the owner stops feeding (left may be 0) */
+        }
+        const char *after = strstr(in, "</auth>") + strlen("</auth>");
+        assert_int_equal(off, (size_t)(after - in));
+        assert_string_equal(rec_log(&r), "open|<a/>|<auth>x</auth>|");
+        assert_int_equal(xml_stream_depth(s), 1);
+        assert_int_equal(feed_steps(s, after, strlen(after), steps[k], NULL), 0);
+        assert_int_equal(xml_stream_left(s), 0);
+        assert_string_equal(rec_log(&r), "open|<a/>|<auth>x</auth>|<b>t</b>|<c/>|");
+        assert_int_equal(r.opens, 1);
+        assert_int_equal(r.errors, 0);
+        xml_stream_free(&s);
+        rec_free(&r);
+    }
+    /* paused, then restarted from outside: the rest is a new stream */
+    struct rec r;
+    rec_init(&r);
+    r.pause_after = 1;
+    struct xml_stream *s = rec_stream(&r, NULL, NULL);
+    const char *in = HDR "<auth/>" HDR "<bind/>";
+    assert_int_equal(feed_str(s, in), 0);
+    size_t left = xml_stream_left(s);
+    assert_int_equal(left, strlen(HDR "<bind/>"));
+    xml_stream_restart(s);
+    assert_int_equal(xml_stream_feed(s, in + strlen(in) - left, left), 0);
+    assert_string_equal(rec_log(&r), "open|<auth/>|open|<bind/>|");
+    /* outside a callback a pause does nothing */
+    xml_stream_pause(s);
+    assert_int_equal(feed_str(s, "<d/>"), 0);
+    assert_int_equal(xml_stream_left(s), 0);
+    assert_string_equal(rec_log(&r), "open|<auth/>|open|<bind/>|<d/>|");
+    xml_stream_free(&s);
+    rec_free(&r);
+}
+
 static void
 test_restart_then_garbage_is_checked_by_new_stream(void **state)
 {
@@ -2743,6 +2803,7 @@ main(void)
         cmocka_unit_test(test_stanza_big_utf8_body),
         cmocka_unit_test(test_stanza_split_big_tag_delivered),
         cmocka_unit_test(test_restart_in_callback_one_feed),
+        cmocka_unit_test(test_pause_in_callback),
         cmocka_unit_test(test_restart_in_callback_new_header_later),
         cmocka_unit_test(test_restart_then_garbage_is_checked_by_new_stream),
         cmocka_unit_test(test_restart_with_size_limit_chunks),
