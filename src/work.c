@@ -1,9 +1,8 @@
 /* The helper thread (work.h). One thread, started at the first submit: the
  * work is rare (a login) but long (1-2 ms of PBKDF2), and one thread keeps
  * logins off the loop without taking more than one core from the sessions.
- * It runs at a lower priority than the loop (nice WORK_NICE), so that on a
- * single core the loop's stanzas go first and the hashing fills the idle
- * time. It shares nothing with the loop but the two lists below, under one
+ * It runs below the loop (SCHED_IDLE), so that on a single core the loop's
+ * stanzas go first and the hashing fills the idle time. It shares nothing with the loop but the two lists below, under one
  * lock; the loop learns of finished work through a pipe on its event base. */
 #include "config.h"
 #include "work.h"
@@ -14,6 +13,7 @@
 #include <event2/event.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +21,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#define WORK_NICE 10
+#define WORK_NICE 19
 
 struct work_item {
     struct work_item *next;
@@ -57,9 +57,19 @@ helper(void *arg)
     sigset_t all;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);     /* signals are the loop's */
-#ifdef SYS_gettid
-    (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), WORK_NICE);     /* this thread only (Linux) */
+    /* Below every session: SCHED_IDLE never preempts the loop, and the loop
+     * preempts it at once when it wakes, so on a shared core the hashing
+     * takes only what the loop leaves idle (and a little when none is).
+     * Where that policy is missing, a high nice value. */
+#ifdef SCHED_IDLE
+    struct sched_param sp = { 0 };
+    if (pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp) != 0)
 #endif
+    {
+#ifdef SYS_gettid
+        (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), WORK_NICE);     /* this thread only (Linux) */
+#endif
+    }
     pthread_mutex_lock(&wk->mu);
     for (;;) {
         while (wk->todo == NULL && !wk->stop)
