@@ -9,7 +9,7 @@
 #define ITEM_V    1     /* item record version */
 #define META_V    1
 
-#define RCACHE_SLOTS 32       /* contact lists kept ... */
+#define RCACHE_SLOTS 32       /* owners whose two contact lists are kept ... */
 #define RCACHE_MIN   256      /* ... of rosters with at least this many of them */
 
 /* The contacts a fan-out goes to: one buffer of NUL-terminated JIDs (a
@@ -22,10 +22,13 @@ struct rlist {
     size_t n, ocap;
 };
 
+/* one owner's two lists, made in one walk: who gets the owner's presence
+ * (RI_FROM, the broadcasts) and whose presence the owner gets (RI_TO, the
+ * arrival at a login), so that a login and the broadcasts after it share
+ * one slot */
 struct rslot {
     char owner[PT_DB_KEY_MAX + 1];
-    unsigned want;
-    struct rlist *l;            /* NULL: a free slot */
+    struct rlist *to, *from;    /* NULL: a free slot (both, or neither) */
     uint64_t used;
 };
 
@@ -52,8 +55,10 @@ rstore_close(struct rstore *rs)
 {
     if (rs->cache == NULL)
         return;
-    for (size_t i = 0; i < RCACHE_SLOTS; i++)
-        rlist_unref(&rs->cache->slot[i].l);
+    for (size_t i = 0; i < RCACHE_SLOTS; i++) {
+        rlist_unref(&rs->cache->slot[i].to);
+        rlist_unref(&rs->cache->slot[i].from);
+    }
     free(rs->cache);
     rs->cache = NULL;
 }
@@ -382,18 +387,13 @@ rlist_unref(struct rlist **lp)
 }
 
 struct collect {
-    struct rlist *l;
+    struct rlist *l, *to, *from;    /* l: the contacts with any of want; to, from: those two */
     unsigned want;
 };
 
 static int
-collect(void *arg, const char *contact, unsigned flags, const struct pt_val *val)
+add_contact(struct rlist *l, const char *contact)
 {
-    (void)val;
-    struct collect *c = arg;
-    struct rlist *l = c->l;
-    if (!(flags & c->want))
-        return 0;
     size_t n = strlen(contact) + 1;
     if (l->n == l->ocap) {
         size_t cap = l->ocap ? l->ocap * 2 : 64;
@@ -419,6 +419,21 @@ collect(void *arg, const char *contact, unsigned flags, const struct pt_val *val
     return 0;
 }
 
+static int
+collect(void *arg, const char *contact, unsigned flags, const struct pt_val *val)
+{
+    (void)val;
+    struct collect *c = arg;
+    int rc = 0;
+    if (c->l && (flags & c->want))
+        rc = add_contact(c->l, contact);
+    if (rc == 0 && c->to && (flags & RI_TO))
+        rc = add_contact(c->to, contact);
+    if (rc == 0 && c->from && (flags & RI_FROM))
+        rc = add_contact(c->from, contact);
+    return rc;
+}
+
 static void
 rcache_drop(struct rstore *rs, const char *owner)
 {
@@ -426,8 +441,10 @@ rcache_drop(struct rstore *rs, const char *owner)
         return;
     for (size_t i = 0; i < RCACHE_SLOTS; i++) {
         struct rslot *sl = &rs->cache->slot[i];
-        if (sl->l && strcmp(sl->owner, owner) == 0)
-            rlist_unref(&sl->l);
+        if (sl->to && strcmp(sl->owner, owner) == 0) {
+            rlist_unref(&sl->to);
+            rlist_unref(&sl->from);
+        }
     }
 }
 
@@ -437,7 +454,7 @@ rcache_victim(struct rcache *c)
 {
     struct rslot *v = &c->slot[0];
     for (size_t i = 0; i < RCACHE_SLOTS; i++) {
-        if (c->slot[i].l == NULL)
+        if (c->slot[i].to == NULL)
             return &c->slot[i];
         if (c->slot[i].used < v->used)
             v = &c->slot[i];
@@ -445,41 +462,61 @@ rcache_victim(struct rcache *c)
     return v;
 }
 
+static struct rlist *
+rlist_new(void)
+{
+    struct rlist *l = calloc(1, sizeof *l);
+    if (l)
+        l->refs = 1;
+    return l;
+}
+
 struct rlist *
 rstore_contacts(struct pt_mod *m, struct rstore *rs, const char *owner, unsigned want, int *err)
 {
-    struct rcache *c = strlen(owner) <= PT_DB_KEY_MAX ? rs->cache : NULL;     /* longer: no roster */
+    /* kept: the two lists of a big roster; longer owners have no roster */
+    struct rcache *c = (want == RI_TO || want == RI_FROM) && strlen(owner) <= PT_DB_KEY_MAX ? rs->cache : NULL;
     if (c) {
         for (size_t i = 0; i < RCACHE_SLOTS; i++) {
             struct rslot *sl = &c->slot[i];
-            if (sl->l && sl->want == want && strcmp(sl->owner, owner) == 0) {
+            if (sl->to && strcmp(sl->owner, owner) == 0) {
                 sl->used = ++c->tick;
-                sl->l->refs++;
-                return sl->l;
+                struct rlist *l = want == RI_TO ? sl->to : sl->from;
+                l->refs++;
+                return l;
             }
         }
     }
-    struct rlist *l = calloc(1, sizeof *l);
-    if (l == NULL) {
-        *err = PT_ENOMEM;
-        return NULL;
+    struct collect cc = { NULL, NULL, NULL, want };
+    if (c) {
+        cc.to = rlist_new();
+        cc.from = rlist_new();
+    } else {
+        cc.l = rlist_new();
     }
-    l->refs = 1;
-    struct collect cc = { l, want };
-    int rc = rstore_walk(m, rs, owner, collect, &cc);
+    int rc = (c ? cc.to && cc.from : cc.l != NULL) ? rstore_walk(m, rs, owner, collect, &cc) : PT_ENOMEM;
     if (rc < 0) {
-        rlist_unref(&l);
+        rlist_unref(&cc.l);
+        rlist_unref(&cc.to);
+        rlist_unref(&cc.from);
         *err = rc;
         return NULL;
     }
-    if (c && l->n >= RCACHE_MIN) {
+    if (cc.l)
+        return cc.l;
+    struct rlist *l = want == RI_TO ? cc.to : cc.from;
+    l->refs++;
+    if (cc.to->n >= RCACHE_MIN || cc.from->n >= RCACHE_MIN) {
         struct rslot *sl = rcache_victim(c);
-        rlist_unref(&sl->l);
+        rlist_unref(&sl->to);
+        rlist_unref(&sl->from);
         snprintf(sl->owner, sizeof sl->owner, "%s", owner);
-        sl->want = want;
         sl->used = ++c->tick;
-        sl->l = l;
-        l->refs++;
+        sl->to = cc.to;                 /* the slot's references */
+        sl->from = cc.from;
+    } else {
+        rlist_unref(&cc.to);
+        rlist_unref(&cc.from);
     }
     return l;
 }

@@ -1599,6 +1599,50 @@ test_roster_contact_lists(void **state)
     struct rlist *to = r_list("romeo@localhost", RI_TO);
     assert_ptr_not_equal(to, a);
     assert_int_equal(rlist_count(to), 310);
+    struct rlist *to_b = r_list("romeo@localhost", RI_TO);
+    assert_ptr_equal(to_b, to);                         /* made with the other, in the same walk */
+    rlist_unref(&to_b);
+    /* more big rosters than slots: the least used owner goes, both of its lists */
+    for (int o = 0; o < 40; o++) {
+        char owner[64];
+        snprintf(owner, sizeof owner, "big%02d@localhost", o);
+        for (int i = 0; i < 260; i++) {
+            snprintf(c, sizeof c, "c%03d@example.org", i);
+            r_put(owner, c, RI_FROM | RI_TO);
+        }
+    }
+    end_turn();
+    for (int o = 0; o < 40; o++) {
+        char owner[64];
+        snprintf(owner, sizeof owner, "big%02d@localhost", o);
+        struct rlist *f = r_list(owner, RI_FROM), *t = r_list(owner, RI_TO);
+        assert_int_equal(rlist_count(f), 260);
+        assert_int_equal(rlist_count(t), 260);
+        struct rlist *f2 = r_list(owner, RI_FROM);
+        assert_ptr_equal(f2, f);                       /* the pair is kept together */
+        rlist_unref(&f);
+        rlist_unref(&f2);
+        rlist_unref(&t);
+    }
+    /* 30 owners' two lists fit the 32 slots: the first is still kept after the 29 others */
+    struct rlist *first = r_list("big00@localhost", RI_FROM);
+    for (int o = 1; o < 30; o++) {
+        char owner[64];
+        snprintf(owner, sizeof owner, "big%02d@localhost", o);
+        struct rlist *f = r_list(owner, RI_FROM), *t = r_list(owner, RI_TO);
+        rlist_unref(&f);
+        rlist_unref(&t);
+    }
+    struct rlist *again = r_list("big00@localhost", RI_FROM);
+    assert_ptr_equal(again, first);
+    rlist_unref(&again);
+    rlist_unref(&first);
+    /* other wants are made each time, never kept */
+    struct rlist *any = r_list("romeo@localhost", RI_TO | RI_FROM), *any2 = r_list("romeo@localhost", RI_TO | RI_FROM);
+    assert_ptr_not_equal(any, any2);
+    assert_int_equal(rlist_count(any), 310);
+    rlist_unref(&any);
+    rlist_unref(&any2);
     rlist_unref(&b);
     assert_null(b);
 
