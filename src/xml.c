@@ -397,8 +397,15 @@ strbuf_addf(struct strbuf *b, const char *fmt, ...)
 void
 strbuf_add_escaped(struct strbuf *b, const char *s, size_t n, int attr)
 {
+    /* bytes that may need a reference: 1 in text and attributes, 2 in attributes only */
+    static const unsigned char special[256] = {
+        ['&'] = 1, ['<'] = 1, ['>'] = 1, ['\r'] = 1, ['\''] = 2, ['"'] = 2, ['\n'] = 2, ['\t'] = 2,
+    };
+    const unsigned char mask = attr ? 3 : 1;
     size_t start = 0;
     for (size_t i = 0; i < n; i++) {
+        if (!(special[(unsigned char)s[i]] & mask))
+            continue;                   /* most bytes: nothing to replace */
         const char *rep = NULL;
         switch (s[i]) {
         case '&': rep = "&amp;"; break;
