@@ -369,7 +369,7 @@ domain_of(const char *bare, char *out, size_t len)
  * longer a slice (a backlog is worked off rather than left to grow). */
 
 #define SLICE_US      1000      /* a slice with one job waiting */
-#define SLICE_MAX_US  3000      /* ... growing with the jobs waiting, at most this */
+#define SLICE_MAX_US  1500      /* ... growing with the jobs waiting, at most this */
 #define SLICE_CHUNK   64        /* contacts a job does before the next job's turn */
 #define ARRIVAL_PCT   75        /* % of a slice, at most, for arrivals before the broadcasts' turn */
 

@@ -451,7 +451,7 @@ cork_flush(struct conn *c)
 #define HOLD_MS         25
 #define HOLD_BUSY       128
 #define HOLD_BYTES      8192
-#define HOLD_FLUSH_US   2000
+#define HOLD_FLUSH_US   1000
 
 static void
 hold_wake(evutil_socket_t fd, short what, void *arg)
