@@ -33,8 +33,6 @@
 #define AUTH_FAIL_FORGET_MS (10 * 60 * 1000)
 #define AUTH_MAX_DELAY_MS   30000
 #define FD_RESERVE          64      /* descriptors kept for the store, logs, control socket, listeners */
-#define SWEEP_MS            1000    /* the idle sweep of parsers */
-#define PARSER_IDLE_MS      1000    /* a stream idle this long gives its parser back (1-2 s after its last input) */
 
 struct auth_fail {
     unsigned count;
@@ -185,18 +183,6 @@ auth_fail_gc(evutil_socket_t fd, short what, void *arg)
             free(hash_del(g.srv->auth_fail, g.victims[i]));
         free(g.victims[i]);
     }
-}
-
-/* Every SWEEP_MS: a stream keeps its expat parser between stanzas while it
- * is busy (xml_stream_idle); one idle for PARSER_IDLE_MS gives it back, so
- * that an idle session holds none (idle sessions must cost little: doc/performance.md). */
-static void
-idle_sweep(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    (void)arg;
-    xml_release_idle(pt_now_ms() - PARSER_IDLE_MS);
 }
 
 /* ---- listeners ------------------------------------------------------------------- */
@@ -500,10 +486,6 @@ server_init(struct server *srv, struct conf *conf)
     struct timeval gc = { 10, 0 };
     if (srv->auth_fail_gc == NULL || event_add(srv->auth_fail_gc, &gc) < 0)
         fatalx("timer");
-    srv->idle_sweep = event_new(srv->base, -1, EV_PERSIST, idle_sweep, srv);
-    struct timeval ps = { SWEEP_MS / 1000, (SWEEP_MS % 1000) * 1000 };
-    if (srv->idle_sweep == NULL || event_add(srv->idle_sweep, &ps) < 0)
-        fatalx("timer");
 
     if (server_make_hosts(srv) < 0)
         fatalx("out of memory");
@@ -580,8 +562,6 @@ server_fini(struct server *srv)
             event_free(srv->sigs[i]);
     if (srv->auth_fail_gc)
         event_free(srv->auth_fail_gc);
-    if (srv->idle_sweep)
-        event_free(srv->idle_sweep);
     conns_fini(srv);
     streams_reap(srv);
     work_fini(srv);                     /* after the streams: what it finishes only frees */

@@ -107,7 +107,6 @@ struct server {
                                            * at the end of the turn */
     struct event *conn_sweep;
     struct event *auth_fail_gc;
-    struct event *idle_sweep;             /* idle streams' parsers back to the pool */
     struct event *sigs[3];
     struct control *control;
     uint64_t next_id;

@@ -28,8 +28,6 @@
 #define MAX_SASL_ATTEMPTS 16
 #define MAX_QUEUED      8
 #define MAX_EXT_MECHS   16
-#define KEEP_PARSER_AFTER_MS 2000   /* bound this long ... */
-#define BUSY_MS         1000    /* ... with inputs this close together: the parser stays between stanzas */
 
 /* PLAIN's password check on the helper thread (check_start below). */
 struct check_job {
@@ -213,7 +211,6 @@ void
 stream_bound(struct stream *st)
 {
     st->bound = 1;
-    st->bound_ms = pt_now_ms();
     if (st->conn)
         conn_bound(st->conn);
 }
@@ -481,21 +478,12 @@ stream_feed(struct stream *st, const char *data, size_t len)
         st->rest_len = left;
         return;
     }
-    /* Nothing pending: the parser goes back to xml.c's pool. A stream bound
-     * for a while that is busy (its previous input less than BUSY_MS ago)
-     * keeps it until it has been idle for a while (server.c's idle sweep): a
-     * release after every input costs a header replay and a reset per
-     * stanza, more than parsing a chat message. Any other gives it back at
-     * once: the sessions of a login storm, or many that speak now and then,
-     * would hold a parser each, and the heap stays fragmented after. */
-    if (!st->paused && !closing(st)) {
-        uint64_t now = pt_now_ms(), prev = st->input_ms;
-        st->input_ms = now;
-        if (st->bound && now - st->bound_ms >= KEEP_PARSER_AFTER_MS && now - prev < BUSY_MS)
-            xml_stream_idle(st->xs, now);
-        else
-            xml_stream_release_idle(st->xs);
-    }
+    /* Nothing pending: the parser goes back to xml.c (kept warm for the
+     * next stream with this header): a session that speaks now and then
+     * holds none, and the streams take turns on one whose tables are in the
+     * cache (doc/performance.md) */
+    if (!st->paused && !closing(st))
+        xml_stream_release_idle(st->xs);
 }
 
 static const struct conn_cb conn_callbacks = { on_conn_input, on_conn_close_req, on_conn_gone, NULL, NULL };

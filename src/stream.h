@@ -65,8 +65,6 @@ struct stream {
     unsigned sasl_tries;                /* wrong passwords on this stream */
     unsigned sasl_attempts;             /* other failed attempts */
     struct stream *reap_next;
-    uint64_t bound_ms;                  /* when the peer was bound */
-    uint64_t input_ms;                  /* the last input (on_conn_input: the parser) */
     unsigned authed : 1, header_sent : 1, paused : 1, throttle_served : 1, tls_restart : 1, dead : 1,
              bound : 1, auth_queued : 1;  /* auth_queued: waits for a turn with SASL time left */
 };

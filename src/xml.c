@@ -556,9 +556,6 @@ struct xml_stream {
     char *hdr_qname;             /* the header's name as written ("stream:stream"), for re-creation */
     size_t ns_cost;              /* namespace bytes the serializer will write for this stanza */
     size_t decls_len;
-    struct xml_stream *idle_prev, *idle_next;    /* the idle list (xml_stream_idle) */
-    uint64_t idle_since;
-    unsigned on_idle : 1;
 };
 
 /* a function, so that a setting can take its place */
@@ -938,31 +935,6 @@ on_pi(void *ud, const XML_Char *target, const XML_Char *data)
 static size_t live_parsers;            /* for the control socket's stats */
 size_t xml_stream_live_parsers(void) { return live_parsers; }
 
-/* Streams whose owner said they are idle (xml_stream_idle), oldest first: a
- * stream that sends again leaves the list, one idle for long enough loses its
- * parser (xml_release_idle). Taking a parser from the pool and replaying the
- * stream header, then resetting it after the stanza, costs more than parsing
- * a chat message itself, so a busy stream keeps its parser between stanzas.
- * One loop owns all streams. */
-static struct xml_stream *idle_head, *idle_tail;
-
-static void
-idle_unlink(struct xml_stream *s)
-{
-    if (!s->on_idle)
-        return;
-    if (s->idle_prev)
-        s->idle_prev->idle_next = s->idle_next;
-    else
-        idle_head = s->idle_next;
-    if (s->idle_next)
-        s->idle_next->idle_prev = s->idle_prev;
-    else
-        idle_tail = s->idle_prev;
-    s->idle_prev = s->idle_next = NULL;
-    s->on_idle = 0;
-}
-
 /* ---- expat's memory, counted per parser ----
  * expat takes a malloc/realloc/free suite without a context pointer, so each
  * block carries its owner's counter, and a block is charged to the parser
@@ -1079,9 +1051,88 @@ parser_put(struct parser *pp)
     parser_destroy(pp);
 }
 
+/* Warm parsers: given back between two stanzas, right where a stream left
+ * them, not reset, for the next stream with the same header (its name and
+ * namespace declarations, all a stanza's parse depends on). Streams that
+ * each send a stanza now and then take turns on one parser whose hash
+ * tables and buffers stay in the cache, instead of one cold parser each,
+ * and no header is replayed. Shared by streams, a parser sees many names;
+ * one that grew past XML_PARSER_POOL_KEEP is not kept (and one past
+ * PARSER_RECYCLE_BYTES is replaced after a stanza, as always). */
+#define WARM_MAX 4
+#define WARM_KEY 512
+struct warm {
+    struct parser *pp;
+    uint64_t pos;                /* the parser's byte index: fed, and a boundary */
+    size_t qlen, dlen;
+    char key[WARM_KEY];          /* hdr_qname, then decls */
+};
+static struct warm warm[WARM_MAX];
+static size_t nwarm;             /* warm[nwarm - 1] the last given back */
+
+size_t xml_parser_warm_count(void) { return nwarm; }
+
+static void
+warm_drop(size_t i)
+{
+    struct parser *pp = warm[i].pp;
+    memmove(&warm[i], &warm[i + 1], (nwarm - i - 1) * sizeof warm[0]);
+    nwarm--;
+    live_parsers++;             /* parser_put counts it out */
+    parser_put(pp);
+}
+
+/* s is at a clean boundary (xml_stream_release_idle): 1 when its parser was kept warm */
+static int
+warm_put(struct xml_stream *s)
+{
+    size_t q = strlen(s->hdr_qname), d = s->decls ? s->decls_len : 0;
+    if (q + d > WARM_KEY || s->pp->bytes > XML_PARSER_POOL_KEEP)
+        return 0;
+    if (nwarm == WARM_MAX)
+        warm_drop(0);               /* the one unused longest */
+    struct warm *w = &warm[nwarm++];
+    w->pp = s->pp;
+    w->pos = s->fed;
+    w->qlen = q;
+    w->dlen = d;
+    memcpy(w->key, s->hdr_qname, q);
+    if (d)
+        memcpy(w->key + q, s->decls, d);
+    live_parsers--;
+    return 1;
+}
+
+/* a warm parser for s's header, the last given back first: 1 when taken */
+static int
+warm_take(struct xml_stream *s)
+{
+    size_t q = strlen(s->hdr_qname), d = s->decls ? s->decls_len : 0;
+    for (size_t i = nwarm; i-- > 0;) {
+        struct warm *w = &warm[i];
+        if (w->qlen != q || w->dlen != d || memcmp(w->key, s->hdr_qname, q) != 0 ||
+            (d && memcmp(w->key + q, s->decls, d) != 0))
+            continue;
+        s->pp = w->pp;
+        s->p = w->pp->p;
+        s->fed = s->boundary = w->pos;
+        memmove(&warm[i], &warm[i + 1], (nwarm - i - 1) * sizeof warm[0]);
+        nwarm--;
+        live_parsers++;
+        XML_SetUserData(s->p, s);
+        s->resumed = 1;
+        s->depth = 1;
+        s->ns_decls = 0;
+        return 1;
+    }
+    return 0;
+}
+
 void
 xml_parser_pool_drain(void)
 {
+    while (nwarm > 0)
+        warm_drop(nwarm - 1);
     while (parser_pool_n > 0)
         parser_destroy(parser_pool[--parser_pool_n]);
     parser_pool_mem = 0;
@@ -1141,7 +1192,6 @@ parser_create(struct xml_stream *s)
 static void
 parser_drop(struct xml_stream *s)
 {
-    idle_unlink(s);
     if (s->pp) {
         parser_put(s->pp);
         s->pp = NULL;
@@ -1222,6 +1272,8 @@ xml_stream_stop(struct xml_stream *s)
 static int
 parser_resume(struct xml_stream *s)
 {
+    if (warm_take(s))
+        return 0;
     if (parser_create(s) < 0)
         return -1;
     s->resumed = 1;
@@ -1246,7 +1298,6 @@ parser_resume(struct xml_stream *s)
 int
 xml_stream_feed(struct xml_stream *s, const char *data, size_t len)
 {
-    idle_unlink(s);                     /* busy: its owner says when it is idle again */
     s->left = 0;
     if (s->failed || s->stopped || s->closed)
         return -1;
@@ -1361,46 +1412,15 @@ xml_stream_feed(struct xml_stream *s, const char *data, size_t len)
 int
 xml_stream_release_idle(struct xml_stream *s)
 {
-    idle_unlink(s);
     if (s->p == NULL || s->depth != 1 || s->cur || s->fed != s->boundary || s->failed ||
         s->stopped || s->hdr_qname == NULL)
         return 0;
-    parser_put(s->pp);
+    if (!warm_put(s))
+        parser_put(s->pp);
     s->pp = NULL;
     s->p = NULL;
     strbuf_free(&s->text);
     return 1;
-}
-
-void
-xml_stream_idle(struct xml_stream *s, uint64_t now_ms)
-{
-    idle_unlink(s);
-    if (s->p == NULL)
-        return;
-    /* a parser that grew (a big stanza, many attribute names) is not kept */
-    if (s->pp->bytes > XML_PARSER_POOL_KEEP) {
-        xml_stream_release_idle(s);
-        return;
-    }
-    s->idle_since = now_ms;
-    s->idle_prev = idle_tail;
-    s->idle_next = NULL;
-    if (idle_tail)
-        idle_tail->idle_next = s;
-    else
-        idle_head = s;
-    idle_tail = s;
-    s->on_idle = 1;
-}
-
-size_t
-xml_release_idle(uint64_t since_ms)
-{
-    size_t n = 0;
-    while (idle_head && idle_head->idle_since <= since_ms)
-        n += (size_t)xml_stream_release_idle(idle_head);      /* unlinks it */
-    return n;
 }
 
 int xml_stream_depth(const struct xml_stream *s) { return s->depth; }

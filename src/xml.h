@@ -153,16 +153,12 @@ size_t xml_stream_left(const struct xml_stream *s);
 /* From inside a callback: stop; the rest of the current input is dropped and
  * feed returns -1. Used before a TLS upgrade and on close. */
 void xml_stream_stop(struct xml_stream *s);
-/* Between stanzas with no partial input: free expat and buffers (about 10 KiB)
- * until the next byte arrives. Returns 1 if released. */
+/* Between stanzas with no partial input: give the parser back until the
+ * next byte arrives: kept as it is for the next stream with the same header
+ * (a few such warm parsers in all: streams that speak now and then take
+ * turns on one whose tables stay in the cache), or reset into the pool, or
+ * freed if it grew. Returns 1 if released. */
 int  xml_stream_release_idle(struct xml_stream *s);
-/* Between stanzas: the owner has nothing pending for s now (time now_ms, any
- * monotonic clock). The parser is kept, unless it grew past
- * XML_PARSER_POOL_KEEP (then released at once), until the stream is fed
- * again or xml_release_idle() finds it idle since since_ms or earlier. */
-void xml_stream_idle(struct xml_stream *s, uint64_t now_ms);
-/* Release the parsers of the streams idle since since_ms or earlier; returns how many. */
-size_t xml_release_idle(uint64_t since_ms);
 int  xml_stream_depth(const struct xml_stream *s);
 /* Heap bytes held by the stream's expat parser now (0 when released). */
 size_t xml_stream_parser_bytes(const struct xml_stream *s);
@@ -173,7 +169,8 @@ size_t xml_stream_live_parsers(void);      /* expat parsers in use now, all stre
 #define XML_PARSER_POOL_KEEP (32u * 1024)
 size_t xml_parser_pool_count(void);
 size_t xml_parser_pool_bytes(void);
-void   xml_parser_pool_drain(void);         /* free the pool of idle parsers (at exit) */
+size_t xml_parser_warm_count(void);        /* parsers kept warm, not reset (xml_stream_release_idle) */
+void   xml_parser_pool_drain(void);         /* free the pool and the warm parsers (at exit) */
 void xml_stream_free(struct xml_stream **s);
 /* One element (and what is inside it) from bytes as xml_serialize(...,
  * XML_NS_CLIENT) wrote them: XML a module stored (a private element, a

@@ -1878,49 +1878,75 @@ test_release_idle(void **state)
     rec_free(&r);
 }
 
-/* The owner marks a stream idle after each input (xml_stream_idle); the
- * parser stays until the stream has been idle long enough
- * (xml_release_idle), a fed stream leaves the idle list, a freed one too,
- * and the stanzas are the same as with a release after every input. */
+/* Warm parsers: a stream released between stanzas leaves its parser as it
+ * is, and the next stream with the same header goes on with it (no header
+ * replay); one with a stanza pending keeps its own; another header gets
+ * another parser; a parser that saw an error is not shared; every stream
+ * gets exactly its own stanzas. */
 static void
-test_release_idle_later(void **state)
+test_warm_parsers_shared(void **state)
 {
     (void)state;
-    struct rec r;
-    rec_init(&r);
-    struct xml_stream *a = rec_stream(&r, NULL, NULL);
-    struct xml_stream *b = rec_stream(&r, NULL, NULL);
-    struct xml_stream *c = rec_stream(&r, NULL, NULL);
+    xml_parser_pool_drain();
+    struct rec ra, rb, rc, rd;
+    rec_init(&ra);
+    rec_init(&rb);
+    rec_init(&rc);
+    rec_init(&rd);
+    struct xml_stream *a = rec_stream(&ra, NULL, NULL), *b = rec_stream(&rb, NULL, NULL);
+    struct xml_stream *c = rec_stream(&rc, NULL, XML_NS_SERVER), *d = rec_stream(&rd, NULL, NULL);
     size_t live0 = xml_stream_live_parsers();
-    assert_int_equal(feed_str(a, HDR "<message><body>a1</body></message>"), 0);
-    xml_stream_idle(a, 100);
-    assert_int_equal(feed_str(b, HDR "<message><body>b1</body></message>"), 0);
-    xml_stream_idle(b, 200);
-    assert_int_equal(feed_str(c, HDR "<message><b"), 0);
-    xml_stream_idle(c, 300);                                 /* partial stanza: kept when its turn comes */
-    assert_int_equal(xml_stream_live_parsers(), live0 + 3);
-    assert_int_equal(xml_release_idle(99), 0);               /* nobody idle that long */
-    assert_int_equal(xml_stream_live_parsers(), live0 + 3);
-    assert_int_equal(feed_str(a, "<message><body>a2</body></message>"), 0);   /* busy again: off the list */
-    assert_int_equal(xml_release_idle(150), 0);
-    assert_true(xml_stream_parser_bytes(a) > 0);
-    xml_stream_idle(a, 400);
-    assert_int_equal(xml_release_idle(300), 1);              /* b; c has a stanza pending */
-    assert_int_equal(xml_stream_parser_bytes(b), 0);
-    assert_true(xml_stream_parser_bytes(c) > 0);
-    assert_true(xml_stream_parser_bytes(a) > 0);
-    assert_int_equal(feed_str(b, "<message><body>b2</body></message>"), 0);   /* resumes on a new parser */
-    xml_stream_idle(b, 500);
-    xml_stream_free(&c);                                     /* leaves the list (c was taken off by the sweep) */
-    xml_stream_free(&b);                                     /* leaves the list */
-    assert_int_equal(xml_release_idle(1000), 1);             /* a only */
-    assert_int_equal(xml_stream_parser_bytes(a), 0);
+    assert_int_equal(feed_str(a, HDR "<a1/>"), 0);
+    assert_int_equal(xml_stream_release_idle(a), 1);
+    assert_int_equal(xml_parser_warm_count(), 1);
     assert_int_equal(xml_stream_live_parsers(), live0);
-    assert_int_equal(xml_release_idle(2000), 0);
-    assert_string_equal(rec_log(&r), "open|<message><body>a1</body></message>|open|<message><body>b1</body></message>|"
-                                     "open|<message><body>a2</body></message>|<message><body>b2</body></message>|");
+    assert_int_equal(feed_str(b, HDR "<b1/>"), 0);             /* a new stream parses its own header */
+    assert_int_equal(xml_stream_release_idle(b), 1);
+    assert_int_equal(xml_parser_warm_count(), 2);
+    /* a takes one back and leaves a stanza half-sent: it keeps that parser */
+    assert_int_equal(feed_str(a, "<a2 x='1'><t>"), 0);
+    assert_int_equal(xml_parser_warm_count(), 1);
+    assert_int_equal(xml_stream_release_idle(a), 0);
+    /* b goes on with the other, then it is warm again */
+    assert_int_equal(feed_str(b, "<b2/>"), 0);
+    assert_int_equal(xml_parser_warm_count(), 0);
+    assert_int_equal(xml_stream_release_idle(b), 1);
+    assert_int_equal(feed_str(a, "</t></a2>"), 0);
+    assert_int_equal(xml_stream_release_idle(a), 1);
+    assert_int_equal(xml_parser_warm_count(), 2);
+    /* another header (jabber:server, a dialback prefix): its own parser */
+    assert_int_equal(feed_str(c, HDR_S2S "<db:result>k1</db:result>"), 0);
+    assert_int_equal(xml_stream_release_idle(c), 1);
+    assert_int_equal(xml_parser_warm_count(), 3);
+    assert_int_equal(feed_str(b, "<b3/>"), 0);
+    assert_int_equal(feed_str(c, "<db:result>k2</db:result>"), 0);     /* the prefix still bound */
+    assert_int_equal(xml_stream_release_idle(b), 1);
+    assert_int_equal(xml_stream_release_idle(c), 1);
+    /* a stream that breaks the XML on a warm parser: that parser is not shared again */
+    assert_int_equal(feed_str(d, HDR "<d1/>"), 0);
+    assert_int_equal(xml_stream_release_idle(d), 1);
+    size_t warm = xml_parser_warm_count();
+    assert_int_equal(feed_str(d, "<d2></e>"), -1);
+    assert_int_equal(rd.errors, 1);
+    assert_int_equal(xml_parser_warm_count(), warm - 1);
+    assert_int_equal(xml_stream_release_idle(d), 0);
+    assert_int_equal(feed_str(a, "<a3/>"), 0);
+    assert_int_equal(feed_str(b, "<b4/>"), 0);
+    assert_string_equal(rec_log(&ra), "open|<a1/>|<a2 x='1'><t/></a2>|<a3/>|");
+    assert_string_equal(rec_log(&rb), "open|<b1/>|<b2/>|<b3/>|<b4/>|");
+    assert_int_equal(rc.stanzas, 2);
+    assert_int_equal(ra.opens + rb.opens + rc.opens, 3);       /* no header reported again */
     xml_stream_free(&a);
-    rec_free(&r);
+    xml_stream_free(&b);
+    xml_stream_free(&c);
+    xml_stream_free(&d);
+    assert_int_equal(xml_stream_live_parsers(), live0);
+    xml_parser_pool_drain();
+    assert_int_equal(xml_parser_warm_count(), 0);
+    rec_free(&ra);
+    rec_free(&rb);
+    rec_free(&rc);
+    rec_free(&rd);
 }
 
 static void
@@ -2621,11 +2647,13 @@ test_pool_keeps_small_parsers_only(void **state)
     assert_true(small > 0 && small <= XML_PARSER_POOL_KEEP);
     assert_int_equal(xml_stream_release_idle(s), 1);
     assert_int_equal(xml_stream_parser_bytes(s), 0);
-    assert_int_equal(xml_parser_pool_count(), 1);
-    size_t pooled = xml_parser_pool_bytes();
-    assert_true(pooled > 0 && pooled <= XML_PARSER_POOL_KEEP);
+    assert_int_equal(xml_parser_warm_count(), 1);               /* kept warm, not reset */
+    assert_int_equal(xml_parser_pool_count(), 0);
     xml_stream_free(&s);
     rec_free(&r);
+    xml_parser_pool_drain();                                    /* the warm one reset into the pool */
+    assert_int_equal(xml_parser_warm_count(), 0);
+    assert_int_equal(xml_parser_pool_count(), 0);
     /* a stanza of 100 KB in one start tag: the parser grew (its input buffer) */
     size_t n = 100000;
     char *big = malloc(n + 64);
@@ -2811,7 +2839,7 @@ main(void)
         cmocka_unit_test(test_stop_in_callback_byte_by_byte),
         cmocka_unit_test(test_stop_outside_callback),
         cmocka_unit_test(test_release_idle),
-        cmocka_unit_test(test_release_idle_later),
+        cmocka_unit_test(test_warm_parsers_shared),
         cmocka_unit_test(test_release_idle_client_stream),
         cmocka_unit_test(test_release_idle_then_size_limit),
         cmocka_unit_test(test_release_idle_restart_in_callback),
